@@ -1,0 +1,21 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Installs the Debian packages Ballast builds and tests with, if missing.
+set -eu
+PKGS="build-essential pkg-config liburing-dev librocksdb-dev libssl-dev libzstd-dev
+libcurl4-openssl-dev libjansson-dev libnbd-dev libnbd-bin python3-libnbd nbdkit nbdfuse
+nbd-client nbd-server qemu-utils qemu-system-x86 fio busybox-static e2fsprogs
+linux-image-cloud-amd64 cpio awscli util-linux procps psmisc"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages:$missing (run as root to install)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null

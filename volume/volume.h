@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Thin volumes: the volume store of one data directory.
+ *
+ * A store (struct bal_vstore) owns the data directory: its lock file, the
+ * pool file cut into clusters (BAL_CLUSTER_SIZE), the RocksDB database that
+ * holds the catalog and the durable extent maps, and a background sync
+ * thread.  Each volume keeps its extent map (logical cluster -> physical
+ * cluster, birth epoch, flags) in an in-memory index that grows with the
+ * allocated clusters only, rebuilt from RocksDB at open.
+ *
+ * The data path does not go through this module for bytes: the caller asks
+ * for a mapping (bal_vol_map_read / bal_vol_map_write) and then moves the
+ * bytes itself with its own io_uring on bal_vstore_pool_fd().  Metadata
+ * operations (trim, zero, block status) are synchronous and cheap (in-memory
+ * index, one unsynced RocksDB write, fallocate on the pool).
+ *
+ * Durability: bal_vstore_sync_async() queues a callback that runs on the
+ * sync thread after a pool fdatasync and a RocksDB WAL sync that both
+ * started after the call; concurrent requests share one sync.
+ *
+ * Threads: every function is safe from any thread.  A per-volume mutex
+ * protects the index; the pool allocator has its own mutex (lock order:
+ * volume, then pool).
+ */
+#ifndef BAL_VOLUME_H
+#define BAL_VOLUME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+#define BAL_CLUSTER_SHIFT 16
+#define BAL_CLUSTER_SIZE (1u << BAL_CLUSTER_SHIFT)
+/* Volume sizes are multiples of this (what qemu and the kernel expect). */
+#define BAL_VOL_ALIGN 512u
+/* Largest provisioned size: 2^63 - 1 rounded down, well past any real need. */
+#define BAL_VOL_SIZE_MAX (UINT64_C(1) << 60)
+
+struct bal_vstore;
+struct bal_volume;
+
+struct bal_vstore_opts {
+	size_t opts_size;	/* sizeof(struct bal_vstore_opts) */
+	const char *dir;	/* data directory; created if missing */
+};
+
+/*
+ * Open the store in opts->dir: take the directory lock (-EBUSY if another
+ * process holds it), open RocksDB and the pool, rebuild every volume's index
+ * and the allocator from the durable map, start the sync thread.
+ * On success *out is owned by the caller (bal_vstore_close).  Start-up only.
+ */
+int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out);
+
+/* Final sync, stop the sync thread, close everything.  NULL is a no-op. */
+void bal_vstore_close(struct bal_vstore *st);
+
+/* The pool file descriptor (O_RDWR); valid until bal_vstore_close. */
+int bal_vstore_pool_fd(const struct bal_vstore *st);
+
+/*
+ * Make everything written or mapped so far durable, then call cb(arg, err)
+ * on the sync thread (err 0 or -errno).  Returns 0 if queued, -ESHUTDOWN
+ * after close started (cb is then not called).
+ */
+int bal_vstore_sync_async(struct bal_vstore *st, void (*cb)(void *arg, int err), void *arg);
+
+/* Same, blocking the caller.  Returns 0 or -errno. */
+int bal_vstore_sync(struct bal_vstore *st);
+
+/* ---- catalog (control plane) ---- */
+
+struct bal_vol_info {
+	char name[BAL_NAME_MAX + 1];
+	uint64_t id;
+	uint64_t size;		/* provisioned bytes */
+	uint64_t allocated;	/* bytes in allocated clusters */
+	int64_t created_at;	/* seconds since the epoch, UTC */
+	unsigned connections;	/* open handles (NBD connections) */
+};
+
+/* Create a volume.  -EINVAL bad name/size, -EEXIST, -EIO. */
+int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size);
+
+/* Every volume, sorted by name; *out is malloc'ed, caller frees. */
+int bal_vstore_list(struct bal_vstore *st, struct bal_vol_info **out, size_t *n);
+
+/* One volume.  -ENOENT if unknown. */
+int bal_vstore_info(struct bal_vstore *st, const char *name, struct bal_vol_info *out);
+
+/*
+ * Change the provisioned size.  Growing is always allowed; shrinking returns
+ * -EPERM unless @force, and then frees the clusters past the new end.
+ * Open handles see the new size on their next request.
+ */
+int bal_vstore_resize(struct bal_vstore *st, const char *name, uint64_t size, bool force);
+
+/*
+ * Delete a volume and free its clusters.  -EBUSY while a handle is open
+ * unless @force; forced, open handles see bal_vol_is_deleted() and every
+ * further call on them fails with -ESHUTDOWN; the clusters are freed when
+ * the last handle closes.
+ */
+int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force);
+
+/* ---- data path ---- */
+
+/*
+ * Open a handle on a volume (one per NBD connection).  -ENOENT if unknown.
+ * *out is released with bal_vol_close.
+ */
+int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out);
+void bal_vol_close(struct bal_volume *vol);
+
+const char *bal_vol_name(const struct bal_volume *vol);
+uint64_t bal_vol_size(const struct bal_volume *vol);
+bool bal_vol_is_readonly(const struct bal_volume *vol);
+bool bal_vol_is_deleted(const struct bal_volume *vol);
+
+/* One piece of a request: @len bytes at pool offset @phys, or a hole. */
+#define BAL_SEG_HOLE UINT64_MAX
+struct bal_seg {
+	uint64_t phys;		/* byte offset in the pool, or BAL_SEG_HOLE */
+	uint32_t len;
+};
+
+/*
+ * Upper bound on the segments a request of @len bytes can produce (one per
+ * cluster touched); size the @segs arrays with it.
+ */
+static inline size_t bal_vol_max_segs(uint32_t len)
+{
+	return ((size_t)len >> BAL_CLUSTER_SHIFT) + 2;
+}
+
+/*
+ * Map [off, off+len) for reading.  Holes come back as BAL_SEG_HOLE and must
+ * read as zeroes; adjacent clusters that are contiguous in the pool are
+ * merged.  The range must be inside the volume (-EINVAL otherwise).
+ */
+int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
+		     struct bal_seg *segs, size_t max, size_t *n);
+
+/*
+ * Map [off, off+len) for writing, allocating clusters that are not mapped
+ * (a new cluster reads as zeroes wherever it is not written).  Every
+ * returned segment has a pool offset.  -ENOSPC if the pool cannot grow,
+ * -EINVAL out of range, -EPERM read-only, -ESHUTDOWN deleted.
+ */
+int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
+		      struct bal_seg *segs, size_t max, size_t *n);
+
+/*
+ * Discard [off, off+len): whole clusters are unmapped and freed (once the
+ * unmapping is durable), partial clusters are zeroed in place.
+ */
+int bal_vol_trim(struct bal_volume *vol, uint64_t off, uint64_t len);
+
+/*
+ * Make [off, off+len) read as zeroes.  With @may_punch, whole clusters are
+ * unmapped like trim; without it they stay (or become) allocated.
+ */
+int bal_vol_zero(struct bal_volume *vol, uint64_t off, uint64_t len, bool may_punch);
+
+/* base:allocation flags, identical to NBD_STATE_HOLE / NBD_STATE_ZERO. */
+#define BAL_EXT_HOLE 1u
+#define BAL_EXT_ZERO 2u
+struct bal_extent {
+	uint64_t len;
+	uint32_t flags;
+};
+
+/*
+ * Describe [off, off+len) as at most @max extents with distinct flags for
+ * neighbours.  The extents may cover less than @len (never zero bytes).
+ */
+int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
+			 struct bal_extent *ext, size_t max, size_t *n);
+
+#endif
