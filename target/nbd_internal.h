@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * NBD connection state shared by the handshake (handshake.c), the
+ * transmission phase (transmit.c) and the connection plumbing (conn.c).
+ * Private to target/.  A connection lives on one worker and is only ever
+ * touched by that worker's thread.
+ */
+#ifndef BAL_NBD_INTERNAL_H
+#define BAL_NBD_INTERNAL_H
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "target/server.h"
+#include "target/worker.h"
+
+#define NBD_MAX_OPTION 16384u		/* larger options: hard disconnect */
+#define NBD_MAX_STRING 4096u		/* proto.md: strings MUST be <= 4096 */
+#define NBD_MIN_BLOCK 1u
+#define NBD_PREF_BLOCK 4096u
+#define NBD_MAX_BLOCK (32u << 20)	/* largest READ/WRITE payload */
+#define NBD_MAX_DRAIN (64u << 20)	/* oversized WRITE payloads drained up to this */
+#define CONN_MAX_INFLIGHT 64u		/* requests per connection */
+#define CONN_MAX_INFLIGHT_BYTES (96u << 20)
+#define SEND_BATCH 64			/* iovecs per sendmsg */
+
+struct conn;
+struct req;
+
+/* An outgoing message: up to 4 iovecs; the owner frees it in done(). */
+struct out {
+	struct out *next;
+	struct iovec iov[4];
+	unsigned iovcnt;
+	uint8_t hdr[64];		/* room for any header the message needs */
+	void (*sent)(struct out *o);	/* after the last byte went out, or on close */
+	void *owner;
+};
+
+struct conn {
+	struct bal_server *srv;
+	struct bal_worker *w;
+	int fd;
+	uint64_t id;
+	char peer[80];
+	struct conn *prev, *next;	/* the worker's connection list */
+
+	bool transmission;		/* false: handshake */
+	bool closing;			/* shutdown(2) done; freed when refs drop to 0 */
+	bool draining;			/* server stopping: no new requests */
+	bool close_after_send;		/* ABORT / DISC: close once everything went out */
+	unsigned refs;			/* SQEs and requests that point at us */
+	struct timespec deadline;	/* handshake end, or half-received request */
+	bool deadline_armed;
+
+	/* Receive: exactly rx_want bytes into rx_buf, then rx_next(). */
+	struct bal_io rx_io;
+	uint8_t *rx_buf;
+	size_t rx_want, rx_got;
+	void (*rx_next)(struct conn *c);
+	bool rx_active;
+	bool rx_paused;			/* backpressure: too much in flight */
+	uint8_t hdr[32];		/* request header / option header */
+	uint8_t *opt;			/* option payload (handshake) */
+	uint32_t opt_type, opt_len;
+	uint64_t drain_left;		/* bytes of a refused WRITE still to discard */
+	uint8_t *drain_buf;
+	struct req *rx_req;		/* WRITE whose payload is being received */
+
+	/* Send queue: one sendmsg in flight at a time. */
+	struct bal_io tx_io;
+	struct out *tx_head, *tx_tail;
+	struct out *tx_batch[SEND_BATCH];
+	unsigned tx_nbatch;
+	struct iovec tx_iov[SEND_BATCH * 4];
+	unsigned tx_iovcnt, tx_iovoff;
+	struct msghdr tx_mh;
+	bool tx_active;
+
+	/* Negotiated. */
+	uint32_t client_flags;
+	bool structured;
+	bool meta_base;			/* base:allocation selected */
+	uint32_t meta_id;
+	struct bal_volume *vol;
+	uint16_t tflags;
+
+	/* Transmission accounting. */
+	unsigned inflight;
+	uint64_t inflight_bytes;
+	uint64_t nreads, nwrites, bytes_read, bytes_written;
+};
+
+/* conn.c */
+void conn_start(struct bal_server *srv, struct bal_worker *w, int fd, const char *peer);
+void conn_close(struct conn *c, const char *why);
+void conn_recv(struct conn *c, void *buf, size_t len, void (*next)(struct conn *c));
+void conn_send(struct conn *c, struct out *o);
+/* Close now if close_after_send is set and nothing is left to send. */
+void conn_kick(struct conn *c);
+struct out *out_new(size_t extra);	/* extra bytes after the struct, at out_extra() */
+void *out_extra(struct out *o);
+void out_free(struct out *o);
+void conn_ref(struct conn *c);
+void conn_unref(struct conn *c);
+void conn_set_deadline(struct conn *c, unsigned seconds);
+void conn_clear_deadline(struct conn *c);
+bool conn_tick(struct conn *c, const struct timespec *now);
+
+/* handshake.c */
+void hs_start(struct conn *c);
+
+/* transmit.c */
+void tx_start(struct conn *c);
+void tx_drain(struct conn *c);
+
+/* server.c, for the connection code */
+struct bal_vstore *srv_store(struct bal_server *srv);
+const char *srv_default_export(struct bal_server *srv);
+unsigned srv_handshake_timeout(struct bal_server *srv);
+unsigned srv_request_timeout(struct bal_server *srv);
+bool srv_stopping(struct bal_server *srv);
+void srv_conn_new(struct bal_server *srv, struct conn *c);
+void srv_conn_gone(struct bal_server *srv, struct conn *c);
+
+#endif
