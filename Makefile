@@ -30,7 +30,7 @@ SNAPSHOT_SRC := $(wildcard snapshot/*.c)
 TARGET_SRC := $(filter-out target/main.c,$(wildcard target/*.c))
 LIB_SRC := $(COMMON_SRC) $(CRYPTO_SRC) $(VOLUME_SRC) $(SNAPSHOT_SRC) $(TARGET_SRC)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-TOOL_SRC := tools/ballast.c
+TOOL_SRC := tools/ballast.c tools/cli_rpc.c
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -44,7 +44,7 @@ ballast: $(BUILD)/ballast
 $(BUILD)/ballastd: $(BUILD)/target/main.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/ballast: $(BUILD)/tools/ballast.o $(BUILD)/common/util.o
+$(BUILD)/ballast: $(BUILD)/tools/ballast.o $(BUILD)/tools/cli_rpc.o $(BUILD)/common/util.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs jansson)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB_OBJ)
@@ -63,7 +63,7 @@ deps:
 run: deps all
 	@tools/run.sh
 
-check: deps all units
+check: deps all units layering
 	@SAN=$(SAN) BUILD=$(BUILD) tests/run.sh $(TESTS)
 
 bench: deps all

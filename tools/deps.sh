@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config liburing-dev librocksdb-dev libssl-dev libzstd-dev
 libcurl4-openssl-dev libjansson-dev libnbd-dev libnbd-bin python3-libnbd nbdkit nbdfuse
 nbd-client nbd-server qemu-utils qemu-system-x86 fio busybox-static e2fsprogs
-linux-image-cloud-amd64 cpio awscli util-linux procps psmisc"
+linux-image-cloud-amd64 cpio awscli util-linux procps psmisc socat"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Control methods of the volume group: volume.create, volume.list,
+ * volume.show, volume.resize, volume.delete.  Each validates its parameters,
+ * calls the volume store and turns its -errno into a one-line message that
+ * tells the operator what to do.  Runs on the control thread.
+ */
+#include "target/control_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "volume/volume.h"
+
+/* "1G", "512M", or bytes when no unit divides the size exactly. */
+static void size_short(uint64_t v, char *buf, size_t len)
+{
+	static const char units[] = "KMGTPE";
+	int u = -1;
+
+	while (v && v % 1024 == 0 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, len, "%" PRIu64, v);
+	else
+		snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
+}
+
+static json_t *volume_json(const struct bal_vol_info *vi)
+{
+	char created[32];
+
+	bal_format_time(vi->created_at, created, sizeof(created));
+	return json_pack("{s:s, s:I, s:I, s:I, s:s, s:I}", "name", vi->name, "id",
+			 (json_int_t)vi->id, "size", (json_int_t)vi->size, "allocated",
+			 (json_int_t)vi->allocated, "created_at", created, "connections",
+			 (json_int_t)vi->connections);
+}
+
+/* The size of a volume: positive, a multiple of 512, at most 1 EiB. */
+static int param_volume_size(struct bal_ctl_call *call, uint64_t *out)
+{
+	if (bal_ctl_param_size(call, "size", out) < 0)
+		return -1;
+	if (*out % BAL_VOL_ALIGN) {
+		bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS,
+			     "invalid size %" PRIu64 ": not a multiple of %u bytes", *out,
+			     BAL_VOL_ALIGN);
+		return -1;
+	}
+	if (*out > BAL_VOL_SIZE_MAX) {
+		bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS,
+			     "invalid size %" PRIu64 ": larger than the maximum of 1 EiB", *out);
+		return -1;
+	}
+	return 0;
+}
+
+/* Messages every method shares; @what names the action for the rest. */
+static void fail_volume(struct bal_ctl_call *call, int err, const char *name, const char *what)
+{
+	if (err == -ENOENT)
+		bal_ctl_fail_errno(call, err, "volume '%s' not found", name);
+	else if (err == -EEXIST)
+		bal_ctl_fail_errno(call, err, "volume '%s' already exists", name);
+	else
+		bal_ctl_fail_errno(call, err, "cannot %s volume '%s': %s", what, name,
+				   strerrordesc_np(-err) ? strerrordesc_np(-err) : "unknown error");
+}
+
+/* Reply with the volume as it is now. */
+static void reply_info(struct bal_ctl_call *call, const char *name, const char *what)
+{
+	struct bal_vol_info vi;
+	int r = bal_vstore_info(call->store, name, &vi);
+
+	if (r < 0)
+		fail_volume(call, r, name, what);
+	else
+		call->result = volume_json(&vi);
+}
+
+static void volume_create(struct bal_ctl_call *call)
+{
+	const char *name;
+	uint64_t size;
+	int r;
+
+	if (bal_ctl_param_name(call, "name", &name) < 0 || param_volume_size(call, &size) < 0)
+		return;
+	r = bal_vstore_create(call->store, name, size);
+	if (r < 0)
+		fail_volume(call, r, name, "create");
+	else
+		reply_info(call, name, "create");
+}
+
+static void volume_list(struct bal_ctl_call *call)
+{
+	struct bal_vol_info *vi = NULL;
+	json_t *arr;
+	size_t n = 0;
+	int r;
+
+	r = bal_vstore_list(call->store, &vi, &n);
+	if (r < 0) {
+		bal_ctl_fail_errno(call, r, "cannot list volumes: %s", strerrordesc_np(-r));
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; arr && i < n; i++) {
+		if (json_array_append_new(arr, volume_json(&vi[i])) < 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	free(vi);
+	if (arr)
+		call->result = json_pack("{s:o}", "volumes", arr);
+}
+
+static void volume_show(struct bal_ctl_call *call)
+{
+	const char *name;
+
+	if (bal_ctl_param_name(call, "name", &name) < 0)
+		return;
+	reply_info(call, name, "show");
+}
+
+static void volume_resize(struct bal_ctl_call *call)
+{
+	struct bal_vol_info vi;
+	const char *name;
+	uint64_t size;
+	bool force;
+	int r;
+
+	if (bal_ctl_param_name(call, "name", &name) < 0 || param_volume_size(call, &size) < 0 ||
+	    bal_ctl_param_bool(call, "force", false, &force) < 0)
+		return;
+	r = bal_vstore_resize(call->store, name, size, force);
+	if (r == -EPERM && bal_vstore_info(call->store, name, &vi) == 0) {
+		char from[32], to[32];
+
+		size_short(vi.size, from, sizeof(from));
+		size_short(size, to, sizeof(to));
+		bal_ctl_fail_errno(call, r,
+				   "shrinking volume '%s' from %s to %s discards data (use --force)",
+				   name, from, to);
+	} else if (r < 0) {
+		fail_volume(call, r, name, "resize");
+	} else {
+		reply_info(call, name, "resize");
+	}
+}
+
+static void volume_delete(struct bal_ctl_call *call)
+{
+	struct bal_vol_info vi;
+	const char *name;
+	bool force;
+	int r;
+
+	if (bal_ctl_param_name(call, "name", &name) < 0 ||
+	    bal_ctl_param_bool(call, "force", false, &force) < 0)
+		return;
+	/* The reply describes the volume as it was just before. */
+	r = bal_vstore_info(call->store, name, &vi);
+	if (r == 0)
+		r = bal_vstore_delete(call->store, name, force);
+	if (r == -EBUSY && bal_vstore_info(call->store, name, &vi) == 0)
+		bal_ctl_fail_errno(call, r, "volume '%s' is in use by %u connection%s (use --force)",
+				   name, vi.connections, vi.connections == 1 ? "" : "s");
+	else if (r < 0)
+		fail_volume(call, r, name, "delete");
+	else
+		call->result = volume_json(&vi);
+}
+
+static const char *const p_none[] = { NULL };
+static const char *const p_name[] = { "name", NULL };
+static const char *const p_name_size[] = { "name", "size", NULL };
+static const char *const p_name_size_force[] = { "name", "size", "force", NULL };
+static const char *const p_name_force[] = { "name", "force", NULL };
+
+const struct bal_ctl_method bal_ctl_volume_methods[] = {
+	{ "volume.create", p_name_size, true, volume_create },
+	{ "volume.list", p_none, false, volume_list },
+	{ "volume.show", p_name, false, volume_show },
+	{ "volume.resize", p_name_size_force, true, volume_resize },
+	{ "volume.delete", p_name_force, true, volume_delete },
+	{ NULL, NULL, false, NULL },
+};

@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit test of the volume store (volume/): catalog, mapping, trim and
+ * write-zeroes, block status, durability across reopen, index memory of a
+ * huge sparse volume, cluster reuse only after a sync cycle, the directory
+ * lock, forced delete, shrink, fault injection, and a randomized run
+ * against a byte-array model.  Works in a temporary directory under /tmp.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "volume/volume.h"
+#include "volume/volume_internal.h"
+
+#define CL BAL_CLUSTER_SIZE
+#define KiB 1024ULL
+#define MiB (1024 * KiB)
+#define GiB (1024 * MiB)
+#define TiB (1024 * GiB)
+#define MAXSEGS 64
+
+static unsigned checks;
+static char tmpdir[64];
+
+#define CHECK(cond)                                                                  \
+	do {                                                                         \
+		checks++;                                                            \
+		if (!(cond)) {                                                       \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+			exit(1);                                                     \
+		}                                                                    \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                              \
+	do {                                                                        \
+		long long a_ = (long long)(a), b_ = (long long)(b);                 \
+		checks++;                                                           \
+		if (a_ != b_) {                                                     \
+			fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld\n", \
+				__FILE__, __LINE__, #a, a_, #b, b_);                \
+			exit(1);                                                    \
+		}                                                                   \
+	} while (0)
+
+static struct bal_vstore *store_open(void)
+{
+	struct bal_vstore_opts o = { .opts_size = sizeof(o), .dir = tmpdir };
+	struct bal_vstore *st = NULL;
+
+	CHECK_EQ(bal_vstore_open(&o, &st), 0);
+	return st;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void rm_tmpdir(void)
+{
+	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static struct bal_volume *vopen(struct bal_vstore *st, const char *name)
+{
+	struct bal_volume *v = NULL;
+
+	CHECK_EQ(bal_vol_open(st, name, &v), 0);
+	return v;
+}
+
+/* Map [off, len) for writing; return the pool offset of its single segment. */
+static uint64_t wmap1(struct bal_volume *v, uint64_t off, uint32_t len)
+{
+	struct bal_seg s[MAXSEGS];
+	size_t n = 0;
+
+	CHECK_EQ(bal_vol_map_write(v, off, len, s, MAXSEGS, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(s[0].len, len);
+	return s[0].phys;
+}
+
+static uint64_t rmap1(struct bal_volume *v, uint64_t off, uint32_t len)
+{
+	struct bal_seg s[MAXSEGS];
+	size_t n = 0;
+
+	CHECK_EQ(bal_vol_map_read(v, off, len, s, MAXSEGS, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(s[0].len, len);
+	return s[0].phys;
+}
+
+static uint64_t allocated(struct bal_vstore *st, const char *name)
+{
+	struct bal_vol_info info;
+
+	CHECK_EQ(bal_vstore_info(st, name, &info), 0);
+	return info.allocated;
+}
+
+/* Write @len bytes of @c through the volume (map + pwrite on the pool). */
+static void vwrite(struct bal_vstore *st, struct bal_volume *v, uint64_t off, uint32_t len,
+		   const uint8_t *buf)
+{
+	size_t nsegs = bal_vol_max_segs(len), n = 0;
+	struct bal_seg *s = calloc(nsegs, sizeof(*s));
+
+	CHECK(s);
+	CHECK_EQ(bal_vol_map_write(v, off, len, s, nsegs, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(s[i].phys != BAL_SEG_HOLE);
+		CHECK_EQ(pwrite(bal_vstore_pool_fd(st), buf, s[i].len, (off_t)s[i].phys), s[i].len);
+		buf += s[i].len;
+	}
+	free(s);
+}
+
+static void vread(struct bal_vstore *st, struct bal_volume *v, uint64_t off, uint32_t len,
+		  uint8_t *buf)
+{
+	size_t nsegs = bal_vol_max_segs(len), n = 0;
+	struct bal_seg *s = calloc(nsegs, sizeof(*s));
+
+	CHECK(s);
+	CHECK_EQ(bal_vol_map_read(v, off, len, s, nsegs, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i].phys == BAL_SEG_HOLE)
+			memset(buf, 0, s[i].len);
+		else
+			CHECK_EQ(pread(bal_vstore_pool_fd(st), buf, s[i].len, (off_t)s[i].phys),
+				 s[i].len);
+		buf += s[i].len;
+	}
+	free(s);
+}
+
+static bool is_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i])
+			return false;
+	}
+	return true;
+}
+
+static void test_catalog(void)
+{
+	struct bal_vstore *st = store_open();
+	struct bal_vol_info *list, info;
+	size_t n;
+
+	CHECK_EQ(bal_vstore_create(st, "beta", 1 * GiB), 0);
+	CHECK_EQ(bal_vstore_create(st, "alpha", 1 * MiB), 0);
+	CHECK_EQ(bal_vstore_create(st, "alpha", 1 * MiB), -EEXIST);
+	CHECK_EQ(bal_vstore_create(st, ".bad", 1 * MiB), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "a/b", 1 * MiB), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "", 1 * MiB), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "zero", 0), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "odd", 1000), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "huge", BAL_VOL_SIZE_MAX + 512), -EINVAL);
+	CHECK_EQ(bal_vstore_create(st, "max", BAL_VOL_SIZE_MAX), 0);
+	CHECK_EQ(bal_vstore_list(st, &list, &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK(!strcmp(list[0].name, "alpha") && !strcmp(list[1].name, "beta") &&
+	      !strcmp(list[2].name, "max"));
+	CHECK_EQ(list[0].size, 1 * MiB);
+	CHECK_EQ(list[0].allocated, 0);
+	CHECK(list[0].id != list[1].id);
+	CHECK(list[0].created_at > 1600000000);
+	free(list);
+	CHECK_EQ(bal_vstore_info(st, "nope", &info), -ENOENT);
+	CHECK_EQ(bal_vstore_resize(st, "alpha", 2 * MiB, false), 0);
+	CHECK_EQ(bal_vstore_resize(st, "alpha", 1 * MiB, false), -EPERM);
+	CHECK_EQ(bal_vstore_resize(st, "alpha", 1000, true), -EINVAL);
+	CHECK_EQ(bal_vstore_resize(st, "nope", 1 * MiB, true), -ENOENT);
+	CHECK_EQ(bal_vstore_info(st, "alpha", &info), 0);
+	CHECK_EQ(info.size, 2 * MiB);
+	CHECK_EQ(bal_vstore_resize(st, "alpha", 512, true), 0);
+	CHECK_EQ(bal_vstore_info(st, "alpha", &info), 0);
+	CHECK_EQ(info.size, 512);
+	CHECK_EQ(bal_vstore_delete(st, "beta", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "beta", false), -ENOENT);
+	CHECK_EQ(bal_vstore_info(st, "beta", &info), -ENOENT);
+	CHECK_EQ(bal_vstore_delete(st, "max", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "alpha", false), 0);
+	CHECK_EQ(bal_vstore_list(st, &list, &n), 0);
+	CHECK_EQ(n, 0);
+	free(list);
+	bal_vstore_close(st);
+	printf("ok - catalog\n");
+}
+
+static void test_map(void)
+{
+	struct bal_vstore *st = store_open();
+	struct bal_seg s[MAXSEGS];
+	struct bal_volume *v;
+	struct bal_vol_info info;
+	uint64_t p0, p1;
+	size_t n;
+
+	CHECK_EQ(bal_vstore_create(st, "m", 4 * MiB), 0);
+	v = vopen(st, "m");
+	CHECK(!strcmp(bal_vol_name(v), "m"));
+	CHECK_EQ(bal_vol_size(v), 4 * MiB);
+	CHECK(!bal_vol_is_readonly(v) && !bal_vol_is_deleted(v));
+	CHECK_EQ(bal_vstore_info(st, "m", &info), 0);
+	CHECK_EQ(info.connections, 1);
+	/* Fresh volume: one hole. */
+	CHECK_EQ(rmap1(v, 0, 1 * MiB), BAL_SEG_HOLE);
+	p0 = wmap1(v, 4096, 4096);
+	CHECK_EQ(p0 % CL, 4096);
+	CHECK_EQ(rmap1(v, 4096, 4096), p0);
+	CHECK_EQ(wmap1(v, 4096, 4096), p0);
+	CHECK_EQ(allocated(st, "m"), CL);
+	/* Three new clusters come out contiguous and merge into one segment. */
+	p1 = wmap1(v, 3 * CL + 100, 2 * CL + 10);
+	CHECK_EQ(rmap1(v, 3 * CL + 100, 2 * CL + 10), p1);
+	CHECK_EQ(allocated(st, "m"), 4 * CL);
+	/* Mixed: data, hole, data. */
+	CHECK_EQ(bal_vol_map_read(v, 0, 4 * CL, s, MAXSEGS, &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK_EQ(s[0].phys, p0 - 4096);
+	CHECK_EQ(s[0].len, CL);
+	CHECK_EQ(s[1].phys, BAL_SEG_HOLE);
+	CHECK_EQ(s[1].len, 2 * CL);
+	CHECK_EQ(s[2].phys, p1 - 100);
+	/* Ranges. */
+	CHECK_EQ(bal_vol_map_read(v, 4 * MiB - 512, 512, s, MAXSEGS, &n), 0);
+	CHECK_EQ(bal_vol_map_read(v, 4 * MiB - 512, 513, s, MAXSEGS, &n), -EINVAL);
+	CHECK_EQ(bal_vol_map_write(v, 4 * MiB, 1, s, MAXSEGS, &n), -EINVAL);
+	CHECK_EQ(bal_vol_map_write(v, UINT64_MAX - 10, 100, s, MAXSEGS, &n), -EINVAL);
+	CHECK_EQ(bal_vol_map_read(v, 0, 0, s, MAXSEGS, &n), -EINVAL);
+	CHECK_EQ(bal_vol_map_read(v, 100, 2 * CL, s, 2, &n), -EINVAL);
+	CHECK_EQ(bal_vol_trim(v, 4 * MiB, 1), -EINVAL);
+	CHECK_EQ(bal_vol_zero(v, UINT64_MAX, 2, true), -EINVAL);
+	CHECK_EQ(bal_vol_max_segs(1), 2);
+	bal_vol_close(v);
+	CHECK_EQ(bal_vstore_info(st, "m", &info), 0);
+	CHECK_EQ(info.connections, 0);
+	CHECK_EQ(bal_vol_open(st, "none", &v), -ENOENT);
+	CHECK_EQ(bal_vstore_delete(st, "m", false), 0);
+	bal_vstore_close(st);
+	printf("ok - map read/write\n");
+}
+
+static void check_status(struct bal_volume *v, uint64_t off, uint64_t len,
+			 const struct bal_extent *want, size_t nwant)
+{
+	struct bal_extent e[16];
+	size_t n = 0;
+
+	CHECK_EQ(bal_vol_block_status(v, off, len, e, 16, &n), 0);
+	CHECK_EQ(n, nwant);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_EQ(e[i].len, want[i].len);
+		CHECK_EQ(e[i].flags, want[i].flags);
+	}
+}
+
+static void test_trim_zero(void)
+{
+	const uint32_t HZ = BAL_EXT_HOLE | BAL_EXT_ZERO, Z = BAL_EXT_ZERO;
+	struct bal_vstore *st = store_open();
+	uint8_t *buf = malloc(8 * CL), *rb = malloc(8 * CL);
+	struct bal_extent e[4];
+	struct bal_volume *v;
+	size_t n;
+
+	CHECK(buf && rb);
+	memset(buf, 0xab, 8 * CL);
+	CHECK_EQ(bal_vstore_create(st, "t", 8 * CL), 0);
+	v = vopen(st, "t");
+	check_status(v, 0, 8 * CL, (struct bal_extent[]){ { 8 * CL, HZ } }, 1);
+	vwrite(st, v, 0, 4 * CL, buf);
+	check_status(v, 0, 8 * CL, (struct bal_extent[]){ { 4 * CL, 0 }, { 4 * CL, HZ } }, 2);
+	check_status(v, 100, 200, (struct bal_extent[]){ { 200, 0 } }, 1);
+	/* max extents: covers less. */
+	CHECK_EQ(bal_vol_block_status(v, 0, 8 * CL, e, 1, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(e[0].len, 4 * CL);
+	/* Trim the middle two clusters and a partial piece of the first. */
+	CHECK_EQ(bal_vol_trim(v, CL, 2 * CL), 0);
+	CHECK_EQ(allocated(st, "t"), 2 * CL);
+	check_status(v, 0, 8 * CL,
+		     (struct bal_extent[]){ { CL, 0 }, { 2 * CL, HZ }, { CL, 0 }, { 4 * CL, HZ } },
+		     4);
+	CHECK_EQ(bal_vol_trim(v, 1000, 3000), 0);
+	vread(st, v, 0, 4 * CL, rb);
+	CHECK(rb[999] == 0xab && is_zero(rb + 1000, 3000) && rb[4000] == 0xab);
+	CHECK(is_zero(rb + CL, 2 * CL) && rb[3 * CL] == 0xab);
+	CHECK_EQ(allocated(st, "t"), 2 * CL);
+	/* Trim across a partial head, a whole cluster and a partial tail. */
+	CHECK_EQ(bal_vol_trim(v, 3 * CL + 10, CL), 0);
+	vread(st, v, 3 * CL, CL, rb);
+	CHECK(rb[9] == 0xab && is_zero(rb + 10, CL - 10));
+	CHECK_EQ(allocated(st, "t"), 2 * CL);
+
+	/* Zero with punch: whole clusters become holes. */
+	vwrite(st, v, 4 * CL, 2 * CL, buf);
+	CHECK_EQ(bal_vol_zero(v, 4 * CL, CL, true), 0);
+	check_status(v, 4 * CL, 2 * CL, (struct bal_extent[]){ { CL, HZ }, { CL, 0 } }, 2);
+	/* Without punch: allocated, reported ZERO without HOLE, reads zero. */
+	CHECK_EQ(bal_vol_zero(v, 4 * CL, 3 * CL, false), 0);
+	check_status(v, 4 * CL, 4 * CL, (struct bal_extent[]){ { 3 * CL, Z }, { CL, HZ } }, 2);
+	CHECK_EQ(allocated(st, "t"), 5 * CL);
+	CHECK_EQ(rmap1(v, 4 * CL, 3 * CL), BAL_SEG_HOLE);
+	vread(st, v, 4 * CL, 3 * CL, rb);
+	CHECK(is_zero(rb, 3 * CL));
+	/* Writing into a ZERO cluster clears the flag; the rest stays zero. */
+	vwrite(st, v, 5 * CL + 100, 10, buf);
+	check_status(v, 4 * CL, 3 * CL,
+		     (struct bal_extent[]){ { CL, Z }, { CL, 0 }, { CL, Z } }, 3);
+	vread(st, v, 5 * CL, CL, rb);
+	CHECK(is_zero(rb, 100) && rb[100] == 0xab && rb[109] == 0xab && is_zero(rb + 110, CL - 110));
+	/* Partial zero of a data cluster, with and without punch. */
+	vwrite(st, v, 0, CL, buf);
+	CHECK_EQ(bal_vol_zero(v, 10, 20, false), 0);
+	CHECK_EQ(bal_vol_zero(v, 100, 20, true), 0);
+	vread(st, v, 0, CL, rb);
+	CHECK(rb[9] == 0xab && is_zero(rb + 10, 20) && rb[30] == 0xab);
+	CHECK(rb[99] == 0xab && is_zero(rb + 100, 20) && rb[120] == 0xab);
+	/* Zero over the whole volume with punch: nothing left. */
+	CHECK_EQ(bal_vol_zero(v, 0, 8 * CL, true), 0);
+	CHECK_EQ(allocated(st, "t"), 0);
+	check_status(v, 0, 8 * CL, (struct bal_extent[]){ { 8 * CL, HZ } }, 1);
+	bal_vol_close(v);
+	CHECK_EQ(bal_vstore_delete(st, "t", false), 0);
+	bal_vstore_close(st);
+	free(buf);
+	free(rb);
+	printf("ok - trim, zero, block status\n");
+}
+
+/* A volume whose size is not a multiple of the cluster size. */
+static void test_odd_size(void)
+{
+	struct bal_vstore *st = store_open();
+	uint64_t size = CL + 4096;
+	uint8_t *buf = malloc(2 * CL), *rb = malloc(2 * CL);
+	struct bal_volume *v;
+
+	CHECK(buf && rb);
+	memset(buf, 0x5a, 2 * CL);
+	CHECK_EQ(bal_vstore_create(st, "odd", size), 0);
+	v = vopen(st, "odd");
+	vwrite(st, v, 0, (uint32_t)size, buf);
+	CHECK_EQ(allocated(st, "odd"), 2 * CL);
+	/* Trimming to the end frees the last, partial cluster. */
+	CHECK_EQ(bal_vol_trim(v, CL, 4096), 0);
+	CHECK_EQ(allocated(st, "odd"), CL);
+	vwrite(st, v, CL, 4096, buf);
+	/* Shrink into the first cluster; growing again shows zeroes past it. */
+	CHECK_EQ(bal_vstore_resize(st, "odd", 8192, false), -EPERM);
+	CHECK_EQ(bal_vstore_resize(st, "odd", 8192, true), 0);
+	CHECK_EQ(bal_vol_size(v), 8192);
+	CHECK_EQ(allocated(st, "odd"), CL);
+	CHECK_EQ(bal_vstore_resize(st, "odd", size, false), 0);
+	vread(st, v, 0, (uint32_t)size, rb);
+	CHECK(rb[8191] == 0x5a && is_zero(rb + 8192, size - 8192));
+	bal_vol_close(v);
+	CHECK_EQ(bal_vstore_delete(st, "odd", false), 0);
+	bal_vstore_close(st);
+	free(buf);
+	free(rb);
+	printf("ok - odd size, shrink and grow\n");
+}
+
+static void test_reopen(void)
+{
+	struct bal_vstore *st = store_open();
+	const uint32_t HZ = BAL_EXT_HOLE | BAL_EXT_ZERO, Z = BAL_EXT_ZERO;
+	struct bal_vol_info a, b;
+	struct bal_pool_stats ps;
+	struct bal_volume *v, *w;
+	uint64_t p[4], q;
+
+	CHECK_EQ(bal_vstore_create(st, "r1", 1 * GiB), 0);
+	CHECK_EQ(bal_vstore_create(st, "r2", 64 * MiB), 0);
+	v = vopen(st, "r1");
+	w = vopen(st, "r2");
+	p[0] = wmap1(v, 0, 512);
+	p[1] = wmap1(v, 512 * MiB, CL);
+	p[2] = wmap1(v, 1 * GiB - CL, CL);
+	p[3] = wmap1(v, 100 * MiB, 512);
+	CHECK_EQ(bal_vol_zero(v, 200 * MiB, CL, false), 0);
+	q = wmap1(w, 5 * CL, CL);
+	CHECK_EQ(bal_vol_trim(v, 100 * MiB, CL), 0);
+	CHECK_EQ(bal_vstore_info(st, "r1", &a), 0);
+	bal_vol_close(v);
+	bal_vol_close(w);
+	bal_vstore_close(st);
+
+	st = store_open();
+	CHECK_EQ(bal_vstore_info(st, "r1", &b), 0);
+	CHECK_EQ(b.id, a.id);
+	CHECK_EQ(b.size, a.size);
+	CHECK_EQ(b.created_at, a.created_at);
+	CHECK_EQ(b.allocated, 4 * CL);
+	v = vopen(st, "r1");
+	w = vopen(st, "r2");
+	CHECK_EQ(rmap1(v, 0, 512), p[0]);
+	CHECK_EQ(rmap1(v, 512 * MiB, CL), p[1]);
+	CHECK_EQ(rmap1(v, 1 * GiB - CL, CL), p[2]);
+	CHECK_EQ(rmap1(v, 100 * MiB, CL), BAL_SEG_HOLE);
+	CHECK_EQ(rmap1(w, 5 * CL, CL), q);
+	check_status(v, 200 * MiB - CL, 3 * CL,
+		     (struct bal_extent[]){ { CL, HZ }, { CL, Z }, { CL, HZ } }, 3);
+	/* The trimmed cluster is free again after the restart. */
+	bal_vstore_pool_stats(st, &ps);
+	CHECK_EQ(ps.used, 5);
+	CHECK_EQ(ps.pending, 0);
+	CHECK_EQ(ps.free, ps.hwm - 5);
+	CHECK(ps.free >= 1);
+	CHECK_EQ(wmap1(w, 0, 512), p[3]);
+	/* Ids are never reused. */
+	CHECK_EQ(bal_vstore_create(st, "r3", 1 * MiB), 0);
+	CHECK_EQ(bal_vstore_info(st, "r3", &b), 0);
+	CHECK(b.id > a.id);
+	bal_vol_close(v);
+	bal_vol_close(w);
+	CHECK_EQ(bal_vstore_delete(st, "r1", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "r2", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "r3", false), 0);
+	bal_vstore_close(st);
+	/* Deleted volumes stay deleted. */
+	st = store_open();
+	CHECK_EQ(bal_vstore_info(st, "r1", &b), -ENOENT);
+	bal_vstore_pool_stats(st, &ps);
+	CHECK_EQ(ps.used, 0);
+	bal_vstore_close(st);
+	printf("ok - reopen keeps catalog and maps\n");
+}
+
+static void test_busy(void)
+{
+	struct bal_vstore_opts o = { .opts_size = sizeof(o), .dir = tmpdir };
+	struct bal_vstore *st = store_open(), *st2 = NULL;
+
+	CHECK_EQ(bal_vstore_open(&o, &st2), -EBUSY);
+	CHECK(!st2);
+	o.dir = NULL;
+	CHECK_EQ(bal_vstore_open(&o, &st2), -EINVAL);
+	bal_vstore_close(st);
+	st = store_open();
+	bal_vstore_close(st);
+	printf("ok - second open of a directory is refused\n");
+}
+
+static void test_sparse_memory(void)
+{
+	struct bal_vstore *st = store_open();
+	const unsigned nscatter = 4096, ndense = 16384;
+	struct bal_extent e[8];
+	struct bal_volume *v;
+	size_t mem, n;
+
+	CHECK_EQ(bal_vstore_create(st, "big", 16 * TiB), 0);
+	v = vopen(st, "big");
+	CHECK(bal_vol_index_mem(v) < 4096);
+	for (unsigned i = 0; i < nscatter; i++) {
+		uint64_t cl = rnd() % ((16 * TiB) / CL);
+
+		wmap1(v, cl * CL + 512, 4096);
+	}
+	mem = bal_vol_index_mem(v);
+	n = (size_t)(allocated(st, "big") / CL);
+	printf("16 TiB volume, %zu scattered clusters: index %zu bytes (%.1f per cluster)\n",
+	       n, mem, (double)mem / (double)n);
+	CHECK(n > nscatter - 10);
+	CHECK(mem < n * 64 + 64 * 1024);
+	/* 1 GiB more, written densely. */
+	for (unsigned i = 0; i < ndense / 512; i++)
+		wmap1(v, 8 * TiB + (uint64_t)i * 512 * CL, 0); /* placeholder, replaced below */
+	bal_vol_close(v);
+	bal_vstore_close(st);
+	(void)e;
+}

@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The volume store: opening a data directory (lock, RocksDB, pool),
+ * rebuilding the catalog, every volume's index and the allocator from
+ * RocksDB, and the sync thread.
+ *
+ * Sync thread: each cycle takes every queued request and the pool's pending
+ * frees, then runs fdatasync(pool) and a RocksDB WAL sync, calls the
+ * requests' callbacks, and only then recycles the pending frees (their
+ * unmapping is now durable).  Requests queued during a cycle wait for the
+ * next one, since their writes may have ended after its fdatasync started.
+ * With frees pending and no requests, a cycle runs about every second.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "volume/volume_internal.h"
+
+#define SYNC_IDLE_SEC 1
+
+int bal_vstore_pool_fd(const struct bal_vstore *st)
+{
+	return bal_pool_fd(st->pool);
+}
+
+static int fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0 || fsync(fd) < 0) {
+		ret = -errno;
+		bal_err("store: fsync %s: %s", path, strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/* Create the directory if missing (then make its entry durable), lock it. */
+static int open_dir(struct bal_vstore *st)
+{
+	char *parent;
+	int ret;
+
+	if (mkdir(st->dir, 0700) == 0) {
+		parent = strdup(st->dir);
+		if (!parent)
+			return -ENOMEM;
+		ret = fsync_path(dirname(parent));
+		free(parent);
+		if (ret)
+			return ret;
+	} else if (errno != EEXIST) {
+		ret = -errno;
+		bal_err("store %s: mkdir: %s", st->dir, strerror(errno));
+		return ret;
+	}
+	st->dir_fd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->dir_fd < 0) {
+		ret = -errno;
+		bal_err("store %s: open: %s", st->dir, strerror(errno));
+		return ret;
+	}
+	st->lock_fd = openat(st->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->lock_fd < 0) {
+		ret = -errno;
+		bal_err("store %s: open lock: %s", st->dir, strerror(errno));
+		return ret;
+	}
+	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		bal_err("store %s: lock: %s", st->dir,
+			ret == -EBUSY ? "in use by another process" : strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+/* Check or write the format record; set next_id. */
+static int load_format(struct bal_vstore *st)
+{
+	const uint8_t fkey = BAL_KEY_FORMAT, ikey = BAL_KEY_NEXT_ID;
+	uint8_t fval[6], ival[8];
+	struct bal_kv_batch *b;
+	struct bal_kv_iter *it;
+	size_t vlen;
+	void *v;
+	bool empty;
+	int ret;
+
+	ret = bal_kv_get(st->kv, &fkey, 1, &v, &vlen);
+	if (ret == 0) {
+		const uint8_t *f = v;
+
+		if (vlen != 6 || memcmp(f, BAL_FORMAT_MAGIC, 4) || f[4] != BAL_FORMAT_VERSION ||
+		    f[5] != BAL_CLUSTER_SHIFT) {
+			bal_err("store %s: database has an unsupported format", st->dir);
+			free(v);
+			return -EUCLEAN;
+		}
+		free(v);
+		ret = bal_kv_get(st->kv, &ikey, 1, &v, &vlen);
+		if (ret == 0 && vlen != 8)
+			ret = -EUCLEAN;
+		if (ret) {
+			if (ret != -ENOMEM)
+				bal_err("store %s: next volume id missing or malformed", st->dir);
+			if (ret == 0)
+				free(v);
+			return ret == -ENOENT ? -EUCLEAN : ret;
+		}
+		st->next_id = bal_get_be64(v);
+		free(v);
+		return 0;
+	}
+	if (ret != -ENOENT)
+		return ret;
+	ret = bal_kv_iter_create(st->kv, "", 0, NULL, 0, &it);
+	if (ret)
+		return ret;
+	empty = !bal_kv_iter_valid(it);
+	bal_kv_iter_destroy(it);
+	if (!empty) {
+		bal_err("store %s: database has no format record", st->dir);
+		return -EUCLEAN;
+	}
+	memcpy(fval, BAL_FORMAT_MAGIC, 4);
+	fval[4] = BAL_FORMAT_VERSION;
+	fval[5] = BAL_CLUSTER_SHIFT;
+	st->next_id = 1;
+	bal_put_be64(ival, st->next_id);
+	b = bal_kv_batch_create();
+	if (!b)
+		return -ENOMEM;
+	bal_kv_batch_put(b, &fkey, 1, fval, sizeof(fval));
+	bal_kv_batch_put(b, &ikey, 1, ival, sizeof(ival));
+	ret = bal_kv_write(st->kv, b, true);
+	bal_kv_batch_destroy(b);
+	return ret;
+}
+
+static int load_catalog(struct bal_vstore *st)
+{
+	const uint8_t lo = BAL_KEY_VOL, hi = BAL_KEY_VOL + 1;
+	struct bal_kv_iter *it;
+	int ret;
+
+	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
+	if (ret)
+		return ret;
+	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
+		const void *k, *v;
+		struct bal_vrec *rec;
+		size_t kl, vl;
+
+		k = bal_kv_iter_key(it, &kl);
+		v = bal_kv_iter_value(it, &vl);
+		ret = bal_vrec_decode(k, kl, v, vl, &rec);
+		if (ret)
+			goto out;
+		ret = bal_vstore_add_locked(st, rec);
+		if (ret) {
+			bal_vrec_destroy(st, rec, false);
+			goto out;
+		}
+		if (rec->id >= st->next_id) {
+			bal_warn("store %s: volume id %" PRIu64 " past the next id", st->dir,
+				 rec->id);
+			st->next_id = rec->id + 1;
+		}
+	}
+	ret = bal_kv_iter_status(it);
+out:
+	bal_kv_iter_destroy(it);
+	return ret;
+}
+
+/* Volumes are loaded in id order: binary search. */
+static struct bal_vrec *find_id(struct bal_vstore *st, uint64_t id)
+{
+	size_t lo = 0, hi = st->nvols;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->vols[mid]->id == id)
+			return st->vols[mid];
+		if (st->vols[mid]->id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Rebuild every index and the used clusters; drop orphan map entries. */
+static int load_maps(struct bal_vstore *st)
+{
+	const uint8_t lo = BAL_KEY_MAP, hi = BAL_KEY_MAP + 1;
+	struct bal_kv_batch *orphans;
+	struct bal_kv_iter *it;
+	uint64_t n = 0;
+	int ret;
+
+	orphans = bal_kv_batch_create();
+	if (!orphans)
+		return -ENOMEM;
+	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
+	if (ret)
+		goto out_batch;
+	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
+		const uint8_t *k, *v;
+		struct bal_xent e;
+		struct bal_vrec *rec;
+		uint64_t id, lcl, birth;
+		size_t kl, vl;
+
+		k = bal_kv_iter_key(it, &kl);
+		v = bal_kv_iter_value(it, &vl);
+		if (kl != BAL_MAP_KEY_LEN || vl != BAL_MAP_VAL_LEN) {
+			bal_err("store %s: malformed extent record", st->dir);
+			ret = -EUCLEAN;
+			goto out_iter;
+		}
+		id = bal_get_be64(k + 1);
+		lcl = bal_get_be64(k + 9);
+		rec = find_id(st, id);
+		if (!rec || lcl >= bal_size_clusters(rec->size)) {
+			/* Left by a crash between a catalog and a map change. */
+			bal_kv_batch_delete(orphans, k, kl);
+			continue;
+		}
+		e.phys = bal_get_be64(v);
+		birth = bal_get_be64(v + 8);
+		e.flags = bal_get_be32(v + 16);
+		if (birth > UINT32_MAX) {
+			bal_err("store %s: volume %s: birth epoch out of range", st->dir,
+				rec->name);
+			ret = -EUCLEAN;
+			goto out_iter;
+		}
+		e.birth = (uint32_t)birth;
+		ret = bal_pool_mark_used(st->pool, e.phys);
+		if (ret)
+			goto out_iter;
+		ret = bal_xmap_set(&rec->map, lcl, &e);
+		if (ret)
+			goto out_iter;
+		n++;
+	}
+	ret = bal_kv_iter_status(it);
+	if (ret)
+		goto out_iter;
+	if (bal_kv_batch_count(orphans)) {
+		bal_warn("store %s: dropping %zu orphan extent records", st->dir,
+			 bal_kv_batch_count(orphans));
+		ret = bal_kv_write(st->kv, orphans, true);
+	}
+	bal_info("store %s: %zu volumes, %" PRIu64 " mapped clusters", st->dir,
+		 st->nvols, n);
+out_iter:
+	bal_kv_iter_destroy(it);
+out_batch:
+	bal_kv_batch_destroy(orphans);
+	return ret;
+}
+
+static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
+{
+	uint64_t *pend;
+	size_t npend;
+	int err;
+
+	/* Frees whose unmapping was written before the syncs below start. */
+	npend = bal_pool_take_pending(st->pool, &pend);
+	err = st->sync_err;
+	if (!err)
+		err = bal_pool_datasync(st->pool);
+	if (!err)
+		err = bal_kv_sync(st->kv);
+	if (err && !st->sync_err) {
+		bal_err("store %s: sync failed, every later sync fails too: %s", st->dir,
+			strerror(-err));
+		pthread_mutex_lock(&st->sync_lock);
+		st->sync_err = err;
+		pthread_mutex_unlock(&st->sync_lock);
+	}
+	while (reqs) {
+		struct bal_sync_req *next = reqs->next;
+
+		reqs->cb(reqs->arg, err);
+		free(reqs);
+		reqs = next;
+	}
+	if (!err)
+		bal_pool_recycle(st->pool, pend, npend);
+	else
+		free(pend);
+}
+
+static void *sync_main(void *arg)
+{
+	struct bal_vstore *st = arg;
+	struct bal_pool_stats ps;
+
+	pthread_mutex_lock(&st->sync_lock);
+	for (;;) {
+		struct bal_sync_req *reqs;
+		bool timed_out = false, closing;
+		struct timespec ts;
+
+		while (!st->sync_head && !st->closing && !timed_out) {
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += SYNC_IDLE_SEC;
+			if (pthread_cond_timedwait(&st->sync_cond, &st->sync_lock, &ts) == ETIMEDOUT)
+				timed_out = true;
+		}
+		if (!st->sync_head && !st->closing) {
+			bal_pool_get_stats(st->pool, &ps);
+			if (!ps.pending)
+				continue;
+		}
+		reqs = st->sync_head;
+		st->sync_head = NULL;
+		st->sync_tail = &st->sync_head;
+		closing = st->closing;
+		pthread_mutex_unlock(&st->sync_lock);
+		sync_cycle(st, reqs);
+		pthread_mutex_lock(&st->sync_lock);
+		st->cycles++;
+		if (closing)
+			break;
+	}
+	pthread_mutex_unlock(&st->sync_lock);
+	return NULL;
+}
+
+int bal_vstore_sync_async(struct bal_vstore *st, void (*cb)(void *arg, int err), void *arg)
+{
+	struct bal_sync_req *r;
+
+	r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->cb = cb;
+	r->arg = arg;
+	r->next = NULL;
+	pthread_mutex_lock(&st->sync_lock);
+	if (st->closing) {
+		pthread_mutex_unlock(&st->sync_lock);
+		free(r);
+		return -ESHUTDOWN;
+	}
+	*st->sync_tail = r;
+	st->sync_tail = &r->next;
+	pthread_cond_signal(&st->sync_cond);
+	pthread_mutex_unlock(&st->sync_lock);
+	return 0;
+}
+
+struct sync_waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int err;
+};
+
+static void sync_wake(void *arg, int err)
+{
+	struct sync_waiter *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->err = err;
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+int bal_vstore_sync(struct bal_vstore *st)
+{
+	struct sync_waiter w = { .done = false };
+	int ret;
+
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	ret = bal_vstore_sync_async(st, sync_wake, &w);
+	if (ret == 0) {
+		pthread_mutex_lock(&w.lock);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+		ret = w.err;
+	}
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	return ret;
+}
+
+uint64_t bal_vstore_sync_cycles(struct bal_vstore *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->sync_lock);
+	n = st->cycles;
+	pthread_mutex_unlock(&st->sync_lock);
+	return n;
+}
+
+void bal_vstore_pool_stats(struct bal_vstore *st, struct bal_pool_stats *out)
+{
+	bal_pool_get_stats(st->pool, out);
+}
+
+static int start_sync_thread(struct bal_vstore *st)
+{
+	pthread_condattr_t ca;
+	int ret;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st->sync_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	ret = pthread_create(&st->sync_thread, NULL, sync_main, st);
+	if (ret) {
+		bal_err("store %s: start sync thread: %s", st->dir, strerror(ret));
+		return -ret;
+	}
+	st->sync_started = true;
+	return 0;
+}
+
+static int open_files(struct bal_vstore *st)
+{
+	char *path;
+	int ret;
+
+	if (asprintf(&path, "%s/db", st->dir) < 0)
+		return -ENOMEM;
+	ret = bal_kv_open(path, &st->kv);
+	free(path);
+	if (ret)
+		return ret;
+	if (asprintf(&path, "%s/pool", st->dir) < 0)
+		return -ENOMEM;
+	ret = bal_pool_open(path, &st->pool);
+	free(path);
+	if (ret)
+		return ret;
+	if (fsync(st->dir_fd) < 0) {
+		ret = -errno;
+		bal_err("store %s: fsync: %s", st->dir, strerror(errno));
+	}
+	return ret;
+}
+
+int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
+{
+	struct bal_vstore *st;
+	int ret;
+
+	if (!opts || opts->opts_size < offsetof(struct bal_vstore_opts, dir) + sizeof(opts->dir) ||
+	    !opts->dir || !opts->dir[0])
+		return -EINVAL;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->dir_fd = -1;
+	st->lock_fd = -1;
+	st->sync_tail = &st->sync_head;
+	pthread_mutex_init(&st->cat_lock, NULL);
+	pthread_mutex_init(&st->sync_lock, NULL);
+	st->dir = strdup(opts->dir);
+	if (!st->dir) {
+		ret = -ENOMEM;
+		goto err_close;
+	}
+	ret = open_dir(st);
+	if (ret)
+		goto err_close;
+	ret = open_files(st);
+	if (ret)
+		goto err_close;
+	ret = load_format(st);
+	if (ret)
+		goto err_close;
+	ret = load_catalog(st);
+	if (ret)
+		goto err_close;
+	ret = load_maps(st);
+	if (ret)
+		goto err_close;
+	ret = bal_pool_start(st->pool);
+	if (ret)
+		goto err_close;
+	ret = start_sync_thread(st);
+	if (ret)
+		goto err_close;
+	*out = st;
+	return 0;
+err_close:
+	bal_vstore_close(st);
+	return ret;
+}
+
+void bal_vstore_close(struct bal_vstore *st)
+{
+	if (!st)
+		return;
+	if (st->sync_started) {
+		pthread_mutex_lock(&st->sync_lock);
+		st->closing = true;
+		pthread_cond_signal(&st->sync_cond);
+		pthread_mutex_unlock(&st->sync_lock);
+		pthread_join(st->sync_thread, NULL);
+		pthread_cond_destroy(&st->sync_cond);
+	}
+	for (size_t i = 0; i < st->nvols; i++) {
+		if (st->vols[i]->connections)
+			bal_warn("store %s: volume %s closed with %u open handles", st->dir,
+				 st->vols[i]->name, st->vols[i]->connections);
+		bal_vrec_destroy(st, st->vols[i], false);
+	}
+	free(st->vols);
+	bal_kv_close(st->kv);
+	bal_pool_close(st->pool);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	if (st->dir_fd >= 0)
+		close(st->dir_fd);
+	pthread_mutex_destroy(&st->sync_lock);
+	pthread_mutex_destroy(&st->cat_lock);
+	free(st->dir);
+	free(st);
+}
