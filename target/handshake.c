@@ -225,7 +225,7 @@ static void opt_info_go(struct conn *c)
 	if (ret < 0) {
 		char msg[128];
 
-		snprintf(msg, sizeof(msg), "export '%s': %s", vname,
+		snprintf(msg, sizeof(msg), "export '%.64s': %s", vname,
 			 ret == -ENOENT ? "no such volume" : strerror(-ret));
 		send_err(c, ret == -ENOENT ? NBD_REP_ERR_UNKNOWN : NBD_REP_ERR_PLATFORM, msg);
 		return;
@@ -236,7 +236,7 @@ static void opt_info_go(struct conn *c)
 	if (want_name)
 		send_info(c, NBD_INFO_NAME, vname, (uint32_t)strlen(vname));
 	if (want_desc) {
-		snprintf(desc, sizeof(desc), "Ballast volume %s", vname);
+		snprintf(desc, sizeof(desc), "Ballast volume %.64s", vname);
 		send_info(c, NBD_INFO_DESCRIPTION, desc, (uint32_t)strlen(desc));
 	}
 	bal_put_be32(buf, NBD_MIN_BLOCK);

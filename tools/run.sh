@@ -1,11 +1,15 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # `make run`: start ballastd on the embedded default data dir.
+# BALLAST_DATA (default ./ballast-data) and BALLAST_PORT (default 10809)
+# override the defaults; extra arguments go to ballastd.
 set -eu
 cd "$(dirname "$0")/.."
 DATA=${BALLAST_DATA:-./ballast-data}
-echo "ballastd: data in $DATA, NBD on 127.0.0.1:10809 and $DATA/nbd.sock, control on $DATA/ballast.sock"
+PORT=${BALLAST_PORT:-10809}
+echo "ballastd: data in $DATA, NBD on 127.0.0.1:$PORT and $DATA/nbd.sock, control on $DATA/ballast.sock"
 echo "create a volume:  ./ballast volume create vm1 --size 10G"
-echo "attach it:        nbdinfo nbd://127.0.0.1:10809/vm1   (qemu: -drive file=nbd://127.0.0.1:10809/vm1,format=raw)"
-echo "stop with Ctrl-C (SIGINT/SIGTERM flush and exit cleanly)"
-exec ./ballastd --data-dir "$DATA"
+echo "attach it:        nbdinfo nbd://127.0.0.1:$PORT/vm1"
+echo "                  qemu-system-x86_64 ... -drive file=nbd://127.0.0.1:$PORT/vm1,format=raw,if=virtio"
+echo "stop with Ctrl-C (in-flight requests are answered and flushed first)"
+exec ./ballastd --data-dir "$DATA" --listen "tcp:127.0.0.1:$PORT" --listen "unix:$DATA/nbd.sock" "$@"

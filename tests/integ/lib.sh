@@ -60,10 +60,18 @@ wait_for_socket() { # path timeout_s
 
 bal_start() {
 	[ -n "$PORT" ] || PORT=$(free_port)
+	local ready0 i
+	ready0=$(grep -c "ballastd ready" "$LOG" 2>/dev/null || true)
 	"$BALLASTD" --data-dir "$DATA" --listen "unix:$SOCK" --listen "tcp:127.0.0.1:$PORT" \
 		--control "$CTL" "$@" >>"$LOG" 2>&1 &
 	BAL_PID=$!
-	wait_for_socket "$CTL" 20 && wait_for_socket "$SOCK" 5 || fail "ballastd did not start"
+	# Socket files may be stale ones from a killed daemon: wait for the log.
+	for i in $(seq 1 400); do
+		[ "$(grep -c "ballastd ready" "$LOG" 2>/dev/null || true)" -gt "${ready0:-0}" ] && return 0
+		kill -0 "$BAL_PID" 2>/dev/null || fail "ballastd exited during start-up"
+		sleep 0.05
+	done
+	fail "ballastd did not start within 20 s"
 }
 
 bal_stop() {
