@@ -333,6 +333,10 @@ int bal_pool_recycle(struct bal_pool *p, uint64_t *list, size_t n)
 {
 	int ret = 0;
 
+	if (!n) {
+		free(list);
+		return 0;
+	}
 	qsort(list, n, sizeof(*list), cmp_u64);
 	for (size_t i = 0, j; i < n; i = j) {
 		for (j = i + 1; j < n && list[j] == list[j - 1] + 1; j++)
@@ -342,8 +346,7 @@ int bal_pool_recycle(struct bal_pool *p, uint64_t *list, size_t n)
 		if (ret)
 			goto out_free;
 	}
-	if (n)
-		ret = bal_pool_datasync(p);
+	ret = bal_pool_datasync(p);
 	if (ret)
 		goto out_free;
 	pthread_mutex_lock(&p->lock);
@@ -416,6 +419,11 @@ err:
 	bal_err("pool %s: zero %" PRIu64 "+%" PRIu64 ": %s", p->path, off, len,
 		strerror(errno));
 	return errno == EDQUOT ? -ENOSPC : -errno;
+}
+
+void bal_pool_set_reserve(struct bal_pool *p, bool on)
+{
+	atomic_store(&p->no_falloc, !on);
 }
 
 void bal_pool_get_stats(struct bal_pool *p, struct bal_pool_stats *out)

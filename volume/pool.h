@@ -87,6 +87,9 @@ int bal_pool_datasync(struct bal_pool *p);
  */
 int bal_pool_zero(struct bal_pool *p, uint64_t off, uint64_t len, bool punch);
 
+/* Tests: skip disk reservation so mapping-only tests keep the file sparse. */
+void bal_pool_set_reserve(struct bal_pool *p, bool on);
+
 void bal_pool_get_stats(struct bal_pool *p, struct bal_pool_stats *out);
 
 #endif

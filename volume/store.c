@@ -1,15 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The volume store: opening a data directory (lock, RocksDB, pool),
+ * The volume store: opening a data directory (lock, RocksDB, pool) and
  * rebuilding the catalog, every volume's index and the allocator from
- * RocksDB, and the sync thread.
- *
- * Sync thread: each cycle takes every queued request and the pool's pending
- * frees, then runs fdatasync(pool) and a RocksDB WAL sync, calls the
- * requests' callbacks, and only then recycles the pending frees (their
- * unmapping is now durable).  Requests queued during a cycle wait for the
- * next one, since their writes may have ended after its fdatasync started.
- * With frees pending and no requests, a cycle runs about every second.
+ * RocksDB; closing it.  Start-up and shutdown run on the caller's thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,8 +19,6 @@
 
 #include "common/log.h"
 #include "volume/volume_internal.h"
-
-#define SYNC_IDLE_SEC 1
 
 int bal_vstore_pool_fd(const struct bal_vstore *st)
 {
@@ -277,170 +268,6 @@ out_batch:
 	return ret;
 }
 
-static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
-{
-	uint64_t *pend;
-	size_t npend;
-	int err;
-
-	/* Frees whose unmapping was written before the syncs below start. */
-	npend = bal_pool_take_pending(st->pool, &pend);
-	err = st->sync_err;
-	if (!err)
-		err = bal_pool_datasync(st->pool);
-	if (!err)
-		err = bal_kv_sync(st->kv);
-	if (err && !st->sync_err) {
-		bal_err("store %s: sync failed, every later sync fails too: %s", st->dir,
-			strerror(-err));
-		pthread_mutex_lock(&st->sync_lock);
-		st->sync_err = err;
-		pthread_mutex_unlock(&st->sync_lock);
-	}
-	while (reqs) {
-		struct bal_sync_req *next = reqs->next;
-
-		reqs->cb(reqs->arg, err);
-		free(reqs);
-		reqs = next;
-	}
-	if (!err)
-		bal_pool_recycle(st->pool, pend, npend);
-	else
-		free(pend);
-}
-
-static void *sync_main(void *arg)
-{
-	struct bal_vstore *st = arg;
-	struct bal_pool_stats ps;
-
-	pthread_mutex_lock(&st->sync_lock);
-	for (;;) {
-		struct bal_sync_req *reqs;
-		bool timed_out = false, closing;
-		struct timespec ts;
-
-		while (!st->sync_head && !st->closing && !timed_out) {
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += SYNC_IDLE_SEC;
-			if (pthread_cond_timedwait(&st->sync_cond, &st->sync_lock, &ts) == ETIMEDOUT)
-				timed_out = true;
-		}
-		if (!st->sync_head && !st->closing) {
-			bal_pool_get_stats(st->pool, &ps);
-			if (!ps.pending)
-				continue;
-		}
-		reqs = st->sync_head;
-		st->sync_head = NULL;
-		st->sync_tail = &st->sync_head;
-		closing = st->closing;
-		pthread_mutex_unlock(&st->sync_lock);
-		sync_cycle(st, reqs);
-		pthread_mutex_lock(&st->sync_lock);
-		st->cycles++;
-		if (closing)
-			break;
-	}
-	pthread_mutex_unlock(&st->sync_lock);
-	return NULL;
-}
-
-int bal_vstore_sync_async(struct bal_vstore *st, void (*cb)(void *arg, int err), void *arg)
-{
-	struct bal_sync_req *r;
-
-	r = malloc(sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->cb = cb;
-	r->arg = arg;
-	r->next = NULL;
-	pthread_mutex_lock(&st->sync_lock);
-	if (st->closing) {
-		pthread_mutex_unlock(&st->sync_lock);
-		free(r);
-		return -ESHUTDOWN;
-	}
-	*st->sync_tail = r;
-	st->sync_tail = &r->next;
-	pthread_cond_signal(&st->sync_cond);
-	pthread_mutex_unlock(&st->sync_lock);
-	return 0;
-}
-
-struct sync_waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int err;
-};
-
-static void sync_wake(void *arg, int err)
-{
-	struct sync_waiter *w = arg;
-
-	pthread_mutex_lock(&w->lock);
-	w->err = err;
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-int bal_vstore_sync(struct bal_vstore *st)
-{
-	struct sync_waiter w = { .done = false };
-	int ret;
-
-	pthread_mutex_init(&w.lock, NULL);
-	pthread_cond_init(&w.cond, NULL);
-	ret = bal_vstore_sync_async(st, sync_wake, &w);
-	if (ret == 0) {
-		pthread_mutex_lock(&w.lock);
-		while (!w.done)
-			pthread_cond_wait(&w.cond, &w.lock);
-		pthread_mutex_unlock(&w.lock);
-		ret = w.err;
-	}
-	pthread_cond_destroy(&w.cond);
-	pthread_mutex_destroy(&w.lock);
-	return ret;
-}
-
-uint64_t bal_vstore_sync_cycles(struct bal_vstore *st)
-{
-	uint64_t n;
-
-	pthread_mutex_lock(&st->sync_lock);
-	n = st->cycles;
-	pthread_mutex_unlock(&st->sync_lock);
-	return n;
-}
-
-void bal_vstore_pool_stats(struct bal_vstore *st, struct bal_pool_stats *out)
-{
-	bal_pool_get_stats(st->pool, out);
-}
-
-static int start_sync_thread(struct bal_vstore *st)
-{
-	pthread_condattr_t ca;
-	int ret;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&st->sync_cond, &ca);
-	pthread_condattr_destroy(&ca);
-	ret = pthread_create(&st->sync_thread, NULL, sync_main, st);
-	if (ret) {
-		bal_err("store %s: start sync thread: %s", st->dir, strerror(ret));
-		return -ret;
-	}
-	st->sync_started = true;
-	return 0;
-}
-
 static int open_files(struct bal_vstore *st)
 {
 	char *path;
@@ -504,7 +331,7 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	ret = bal_pool_start(st->pool);
 	if (ret)
 		goto err_close;
-	ret = start_sync_thread(st);
+	ret = bal_vstore_sync_start(st);
 	if (ret)
 		goto err_close;
 	*out = st;
@@ -518,14 +345,7 @@ void bal_vstore_close(struct bal_vstore *st)
 {
 	if (!st)
 		return;
-	if (st->sync_started) {
-		pthread_mutex_lock(&st->sync_lock);
-		st->closing = true;
-		pthread_cond_signal(&st->sync_cond);
-		pthread_mutex_unlock(&st->sync_lock);
-		pthread_join(st->sync_thread, NULL);
-		pthread_cond_destroy(&st->sync_cond);
-	}
+	bal_vstore_sync_stop(st);
 	for (size_t i = 0; i < st->nvols; i++) {
 		if (st->vols[i]->connections)
 			bal_warn("store %s: volume %s closed with %u open handles", st->dir,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internals shared by the files of the volume store (store.c, catalog.c,
- * volume.c) and its unit test.  Not for other modules.
+ * Internals shared by the files of the volume store (store.c, sync.c,
+ * catalog.c, volume.c) and its unit test.  Not for other modules.
  *
  * RocksDB layout (all integers big-endian):
  *   'F'                          -> format: "BALV" version(1) cluster shift(1)
@@ -120,6 +120,10 @@ int bal_vrec_create(const char *name, uint64_t id, uint64_t size, int64_t create
 void bal_vrec_destroy(struct bal_vstore *st, struct bal_vrec *rec, bool release);
 /* Catalog lock held: append @rec.  -ENOMEM. */
 int bal_vstore_add_locked(struct bal_vstore *st, struct bal_vrec *rec);
+
+/* sync.c: start the sync thread; stop it after a final cycle. */
+int bal_vstore_sync_start(struct bal_vstore *st);
+void bal_vstore_sync_stop(struct bal_vstore *st);
 
 /* volume.c: unmap [first, end) clusters of @rec (locked).  0 or -errno. */
 int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first,

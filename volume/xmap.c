@@ -222,15 +222,19 @@ static int block_insert(struct bal_xmap *m, size_t bi, uint32_t p,
 	struct bal_xblock *b = m->blocks[bi];
 
 	if (b->n == b->cap && b->cap < BLOCK_MAX) {
-		b = realloc(b, block_bytes(b->cap * 2));
-		if (!b)
+		struct bal_xblock *gb = realloc(b, block_bytes(b->cap * 2));
+
+		if (!gb)
 			return -ENOMEM;
+		b = gb;
 		m->mem += block_bytes(b->cap * 2) - block_bytes(b->cap);
 		b->cap *= 2;
 		m->blocks[bi] = b;
 	} else if (b->n == b->cap) {
 		struct bal_xblock *nb;
-		uint32_t half = b->n / 2;
+		/* Appending (loading in key order): keep the full block full. */
+		bool append = p == b->n && bi == m->nblocks - 1;
+		uint32_t half = append ? b->n : b->n / 2;
 
 		if (top_reserve(m))
 			return -ENOMEM;
@@ -246,7 +250,7 @@ static int block_insert(struct bal_xmap *m, size_t bi, uint32_t p,
 			(m->nblocks - bi - 1) * sizeof(*m->blocks));
 		m->blocks[bi + 1] = nb;
 		m->nblocks++;
-		if (p > half) {
+		if (p > half || append) {
 			b = nb;
 			p -= half;
 		}

@@ -141,6 +141,15 @@ static void test_memory(void)
 	       bal_xmap_count(&m));
 	CHECK(bal_xmap_mem(&m) < (size_t)bal_xmap_count(&m) * 64);
 	bal_xmap_fini(&m);
+	/* Scattered but inserted in order (as at open): blocks stay full. */
+	bal_xmap_init(&m);
+	for (unsigned i = 0; i < n; i++) {
+		e.phys = i;
+		CHECK(bal_xmap_set(&m, (uint64_t)i * 1000, &e) == 0);
+	}
+	printf("scattered, in order: %zu bytes for %u clusters\n", bal_xmap_mem(&m), n);
+	CHECK(bal_xmap_mem(&m) < (size_t)n * 34);
+	bal_xmap_fini(&m);
 	printf("ok - memory\n");
 }
 
