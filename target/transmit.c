@@ -39,6 +39,8 @@ struct req {
 	int err;			/* -errno of the first failure */
 	unsigned pending;		/* pool I/Os in flight */
 	bool all_hole;
+	bool pinned;			/* holds an I/O guard token */
+	unsigned io_token;
 	size_t nsegs;
 	struct segio segs[];
 };
@@ -84,10 +86,20 @@ static void next_header(struct conn *c)
 	conn_recv(c, c->hdr, 28, on_header);
 }
 
+/* The pool I/O of @r is over: freed clusters may be recycled past it. */
+static void unpin(struct req *r)
+{
+	if (!r->pinned)
+		return;
+	r->pinned = false;
+	bal_vstore_io_end(srv_store(r->c->srv), r->io_token);
+}
+
 static void req_free(struct req *r)
 {
 	struct conn *c = r->c;
 
+	unpin(r);
 	c->inflight--;
 	c->inflight_bytes -= (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->len : 0;
 	free(r->buf);
@@ -253,6 +265,7 @@ static void seg_done(struct bal_io *io, int res)
 	}
 	if (--r->pending)
 		return;
+	unpin(r);
 	req_finish(r, r->type == NBD_CMD_WRITE && (r->flags & NBD_CMD_FLAG_FUA));
 }
 
@@ -271,6 +284,8 @@ static void do_rw(struct req *r)
 		req_fail(r, -ENOMEM);
 		return;
 	}
+	r->io_token = bal_vstore_io_begin(srv_store(c->srv));
+	r->pinned = true;
 	if (r->type == NBD_CMD_READ)
 		ret = bal_vol_map_read(c->vol, r->off, r->len, segs, max, &n);
 	else
@@ -305,6 +320,7 @@ static void do_rw(struct req *r)
 	free(segs);
 	if (--r->pending)
 		return;
+	unpin(r);
 	req_finish(r, r->type == NBD_CMD_WRITE && (r->flags & NBD_CMD_FLAG_FUA));
 }
 

@@ -22,6 +22,44 @@
 
 #define SYNC_IDLE_SEC 1
 
+unsigned bal_vstore_io_begin(struct bal_vstore *st)
+{
+	for (;;) {
+		unsigned p = atomic_load(&st->io_phase);
+
+		atomic_fetch_add(&st->io_active[p], 1);
+		if (atomic_load(&st->io_phase) == p)
+			return p;
+		/* Flipped under us: count in the new phase instead. */
+		atomic_fetch_sub(&st->io_active[p], 1);
+	}
+}
+
+void bal_vstore_io_end(struct bal_vstore *st, unsigned token)
+{
+	atomic_fetch_sub(&st->io_active[token & 1], 1);
+}
+
+/*
+ * Wait until every pool I/O that began before now has ended.  The pending
+ * frees were unmapped before this point, so no I/O begun after it can
+ * reach them.
+ */
+static void io_grace(struct bal_vstore *st)
+{
+	unsigned old = atomic_load(&st->io_phase);
+	struct timespec pause = { 0, 200000 };
+	unsigned waited = 0;
+
+	atomic_store(&st->io_phase, old ^ 1);
+	while (atomic_load(&st->io_active[old])) {
+		nanosleep(&pause, NULL);
+		if (++waited == 50000)
+			bal_warn("store %s: pool I/O outstanding for 10 s; freed clusters wait for it",
+				 st->dir);
+	}
+}
+
 static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
 {
 	uint64_t *pend;
@@ -49,6 +87,8 @@ static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
 		free(reqs);
 		reqs = next;
 	}
+	if (!err && npend)
+		io_grace(st);
 	if (!err)
 		bal_pool_recycle(st->pool, pend, npend);
 	else

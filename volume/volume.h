@@ -71,6 +71,17 @@ int bal_vstore_sync_async(struct bal_vstore *st, void (*cb)(void *arg, int err),
 /* Same, blocking the caller.  Returns 0 or -errno. */
 int bal_vstore_sync(struct bal_vstore *st);
 
+/*
+ * Pool I/O guard.  Take a token before bal_vol_map_read/map_write and give
+ * it back when every pool I/O issued for that mapping has completed.  A
+ * cluster freed by trim, shrink or delete is recycled only after every I/O
+ * that began before it was freed has ended (a grace period over two
+ * counters, flipped by the sync thread), so a late I/O can never touch a
+ * cluster that now belongs to another volume.  Any thread; lock-free.
+ */
+unsigned bal_vstore_io_begin(struct bal_vstore *st);
+void bal_vstore_io_end(struct bal_vstore *st, unsigned token);
+
 /* ---- catalog (control plane) ---- */
 
 struct bal_vol_info {

@@ -76,6 +76,10 @@ struct bal_vstore {
 	uint64_t cycles;		/* completed sync cycles */
 	pthread_t sync_thread;
 	bool sync_started;
+
+	/* I/O guard (bal_vstore_io_begin); flipped only by the sync thread. */
+	atomic_uint io_phase;
+	atomic_ulong io_active[2];
 };
 
 struct bal_volume {

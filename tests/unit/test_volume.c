@@ -557,7 +557,8 @@ static void test_reuse(void)
 	struct bal_volume *a, *b;
 	char dir[100];
 	struct bal_pool_stats ps;
-	uint64_t pa, pb, cycles;
+	uint64_t pa, pb, cycles, free0;
+	unsigned tok;
 
 	CHECK(buf && rb);
 	memset(buf, 0xcd, CL);
@@ -590,16 +591,27 @@ static void test_reuse(void)
 	CHECK_EQ(pb, pa);
 	vread(st, b, 15 * CL, CL, rb);
 	CHECK(is_zero(rb, CL));
-	/* The timer recycles without any sync request. */
+	/*
+	 * The timer recycles without any sync request, but not past a pool I/O
+	 * that began before the trim (the I/O guard).
+	 */
+	bal_vstore_pool_stats(st, &ps);
+	free0 = ps.free;
+	tok = bal_vstore_io_begin(st);
 	CHECK_EQ(bal_vol_trim(b, 15 * CL, CL), 0);
+	usleep(2500 * 1000);
+	bal_vstore_pool_stats(st, &ps);
+	CHECK_EQ(ps.free, free0);
+	bal_vstore_io_end(st, tok);
 	for (int i = 0; i < 50; i++) {
 		bal_vstore_pool_stats(st, &ps);
-		if (!ps.pending)
+		if (!ps.pending && ps.free == free0 + 1)
 			break;
 		usleep(100 * 1000);
 	}
 	bal_vstore_pool_stats(st, &ps);
 	CHECK_EQ(ps.pending, 0);
+	CHECK_EQ(ps.free, free0 + 1);
 	bal_vol_close(a);
 	bal_vol_close(b);
 	CHECK_EQ(bal_vstore_delete(st, "a", false), 0);
