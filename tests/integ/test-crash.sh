@@ -16,8 +16,9 @@
 #     trim; a zeroed block or a block of a wholly trimmed cluster as zeroes;
 #   - live reads during the load return the latest data, and no valid
 #     request gets an error reply.
-# What a check reads (then flushed) is the next round's baseline, so damage
-# done by a later recovery to older data is caught too.  After the last
+# One round in four kills the restarted daemon once more as soon as it is
+# ready.  What a check reads (then flushed) is the next round's baseline, so
+# damage done by a later recovery to older data is caught too.  After the last
 # round: SIGTERM must exit 0 and a clean restart must return exactly that
 # baseline.
 #
@@ -38,7 +39,7 @@ RANDOM=$SEED
 TAG=$(( (SEED * 2654435761 + 1) % 4294967296 ))
 note "seed $SEED (rerun with CRASH_SEED=$SEED), $ROUNDS rounds, server $SERVER"
 
-[ -x "$PY" ] && "$PY" -c 'import nbd' || fail "need /usr/bin/python3 with the nbd module (python3-libnbd)"
+"$PY" -c 'import nbd' || fail "need /usr/bin/python3 with the nbd module (python3-libnbd)"
 
 crash_fail() { # round msg
 	fail "round $1 (CRASH_SEED=$SEED): $2"
@@ -56,9 +57,6 @@ srv_start() {
 		BAL_PID=$!
 		wait_for_socket "$SOCK" 10 || fail "nbdkit did not start"
 	else
-		# After SIGKILL the old socket files remain; bal_start waits for
-		# them to appear, so remove them first.
-		rm -f "$SOCK" "$CTL"
 		bal_start
 	fi
 }
@@ -110,12 +108,20 @@ for r in $(seq 1 "$ROUNDS"); do
 		crash_fail "$r" "writer exited $wrc (3 = wrong data on a live read or an error reply)"
 	fi
 	srv_start
+	again=
+	if [ $((RANDOM % 4)) -eq 0 ]; then
+		# Crash again right after recovery: recovery must be idempotent and
+		# must not have served anything it had not made durable.
+		bal_kill9
+		srv_start
+		again=" and again after the restart"
+	fi
 	if ! client check "$r" "${base[@]}" --baseline-out "$T/base.$r" --uri "$V0" --uri "$V1" \
 		>"$T/check.$r.log" 2>&1; then
 		cat "$T/check.$r.log" >&2
-		crash_fail "$r" "check after SIGKILL at ${delay_ms} ms failed"
+		crash_fail "$r" "check after SIGKILL at ${delay_ms} ms$again failed"
 	fi
-	note "round $r: killed at ${delay_ms} ms; $(tail -n 1 "$T/writer.$r.log"); $(tail -n 1 "$T/check.$r.log" | sed 's/^check: round [0-9]*: //')"
+	note "round $r: killed at ${delay_ms} ms$again; $(tail -n 1 "$T/check.$r.log" | sed 's/^check: round [0-9]*: //')"
 done
 
 # Clean shutdown and restart: exactly the last baseline, nothing lost.

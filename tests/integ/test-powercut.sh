@@ -45,7 +45,7 @@ done
 "$PY" -c 'import nbd' || fail "need /usr/bin/python3 with the nbd module (python3-libnbd)"
 
 # Everything this test creates, so cleanup undoes exactly that.
-NBDKIT_PID= FUSE_PID= WRITER_PID= FUSE_DIR=
+NBDKIT_PID='' FUSE_PID='' WRITER_PID='' FUSE_DIR=''
 MOUNTS=() LOOPS=()
 
 pc_fail() { fail "round $1 (POWERCUT_SEED=$SEED): $2"; }
@@ -134,9 +134,6 @@ srv_start() {
 		BAL_PID=$!
 		wait_for_socket "$SOCK" 10 || fail "nbdkit did not start"
 	else
-		# A killed ballastd leaves its socket files; bal_start waits for
-		# them to appear, so remove them first.
-		rm -f "$SOCK" "$CTL"
 		bal_start
 	fi
 }
@@ -202,7 +199,6 @@ for r in $(seq 1 "$ROUNDS"); do
 	kill -CONT "$NBDKIT_PID"
 	grep -q '^FAIL' "$W/writer.log" && { cat "$W/writer.log" >&2; pc_fail "$r" "live read or error reply failed before the cut"; }
 	teardown
-	ops=$(grep -c '^I ' "$W/journal" || true)
 	rm -f "$W/backing.img"
 
 	# Power back on: fsck (journal replay), mount, second ballastd, check.
@@ -212,7 +208,8 @@ for r in $(seq 1 "$ROUNDS"); do
 	# After a journal replay e2fsck fixes the free counts (ext4 does not
 	# journal them) and may narrow extent trees; anything else is news.
 	odd=$(grep -v -e '^Pass' -e '^/tmp' -e '^e2fsck' -e '^$' -e 'recovering journal' \
-		-e 'count wrong' -e 'could be narrower' -e '^\*\*\*' "$W/fsck.log" | head -n 5 | tr '\n' ' ')
+		-e 'count wrong' -e 'could be narrower' -e '^\*\*\*' -e '^Fix? yes$' \
+		-e '^Optimize? yes$' "$W/fsck.log" | head -n 5 | tr '\n' ' ' || true)
 	[ -z "$odd" ] || note "round $r: e2fsck rc $fsck_rc: $odd"
 	attach "$W/snap.img" || pc_fail "$r" "losetup on the copy failed"
 	mount "$LOOP" "$W/mnt2" || pc_fail "$r" "mount of the copy failed"
@@ -227,7 +224,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	fi
 	[ "$SERVER" != ballastd ] || bal_stop
 	teardown
-	note "round $r: cut at ${delay_ms} ms, $ops ops journaled; $(tail -n 1 "$W/check.log" | sed 's/^check: round [0-9]*: //')"
+	note "round $r: cut at ${delay_ms} ms; $(tail -n 1 "$W/check.log" | sed 's/^check: round [0-9]*: //')"
 	rm -rf "$W"
 done
 note "$ROUNDS rounds in $(( $(date +%s) - start ))s"
