@@ -174,7 +174,7 @@ static void volume_delete(struct bal_ctl_call *call)
 	/* The reply describes the volume as it was just before. */
 	r = bal_vstore_info(call->store, name, &vi);
 	if (r == 0)
-		r = bal_vstore_delete(call->store, name, force);
+		r = bal_vstore_delete(call->store, name, force, false);
 	if (r == -EBUSY && bal_vstore_info(call->store, name, &vi) == 0)
 		bal_ctl_fail_errno(call, r, "volume '%s' is in use by %u connection%s (use --force)",
 				   name, vi.connections, vi.connections == 1 ? "" : "s");

@@ -300,13 +300,15 @@ out_unlock:
 	return ret;
 }
 
-int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force)
+int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force, bool recursive)
 {
 	uint8_t key[BAL_VOL_KEY_LEN], lo[BAL_MAP_KEY_LEN], hi[BAL_MAP_KEY_LEN];
 	struct bal_kv_batch *b;
 	struct bal_vrec *rec;
 	bool now;
 	int ret;
+
+	(void)recursive;	/* no snapshots yet */
 
 	pthread_mutex_lock(&st->cat_lock);
 	rec = bal_name_is_valid(name) ? find_locked(st, name) : NULL;

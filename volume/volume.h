@@ -88,9 +88,13 @@ struct bal_vol_info {
 	char name[BAL_NAME_MAX + 1];
 	uint64_t id;
 	uint64_t size;		/* provisioned bytes */
-	uint64_t allocated;	/* bytes in allocated clusters */
+	uint64_t allocated;	/* bytes the live volume maps (own + inherited from a parent) */
+	uint64_t exclusive;	/* bytes freed if the live volume were deleted */
+	uint64_t shared;	/* bytes the live volume shares with snapshots or a parent */
 	int64_t created_at;	/* seconds since the epoch, UTC */
 	unsigned connections;	/* open handles (NBD connections) */
+	unsigned snapshots;	/* snapshots of this volume */
+	char parent[2 * BAL_NAME_MAX + 2];	/* "VOL@SNAP" for a clone, else "" */
 };
 
 /* Create a volume.  -EINVAL bad name/size, -EEXIST, -EIO. */
@@ -113,14 +117,80 @@ int bal_vstore_resize(struct bal_vstore *st, const char *name, uint64_t size, bo
  * Delete a volume and free its clusters.  -EBUSY while a handle is open
  * unless @force; forced, open handles see bal_vol_is_deleted() and every
  * further call on them fails with -ESHUTDOWN; the clusters are freed when
- * the last handle closes.
+ * the last handle closes.  A volume with snapshots: -ENOTEMPTY unless
+ * @recursive (then its snapshots go too; -EBUSY if one has clones).
  */
-int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force);
+int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force, bool recursive);
+
+/* ---- snapshots and clones ---- */
+
+/*
+ * A snapshot freezes a volume's map at an epoch.  Every mapping carries the
+ * epoch it was born in; a cluster born at or before the newest snapshot's
+ * epoch is never overwritten in place (redirect-on-write) and, when the
+ * live volume drops it, it is kept as an old version (with its death epoch)
+ * for as long as a snapshot in [birth, death) exists.  The export
+ * "VOL@SNAP" (bal_vol_open) is read-only.  A clone is a volume whose
+ * unmapped clusters read through to a parent snapshot.
+ */
+struct bal_snap_info {
+	char volume[BAL_NAME_MAX + 1];
+	char name[BAL_NAME_MAX + 1];
+	uint64_t id;		/* unique in the store */
+	uint64_t epoch;
+	uint64_t size;		/* the volume's size when taken */
+	uint64_t allocated;	/* bytes the snapshot maps */
+	uint64_t exclusive;	/* bytes freed if this snapshot were deleted */
+	int64_t created_at;
+	unsigned clones;	/* volumes cloned from it */
+};
+
+/*
+ * Take snapshot @snap of @vol: waits for the volume's in-flight pool writes,
+ * then freezes the map (cost independent of size and of data written) and
+ * makes it durable.  -ENOENT, -EEXIST, -EINVAL (name), -EIO.
+ */
+int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *snap,
+			   struct bal_snap_info *out);
+
+/* Snapshots of @vol (NULL: all), oldest first per volume; *out malloc'ed. */
+int bal_vstore_snap_list(struct bal_vstore *st, const char *vol, struct bal_snap_info **out,
+			 size_t *n);
+
+/* One snapshot.  -ENOENT. */
+int bal_vstore_snap_info(struct bal_vstore *st, const char *vol, const char *snap,
+			 struct bal_snap_info *out);
+
+/*
+ * Delete a snapshot, freeing exactly the clusters only it held (cost
+ * proportional to those).  -EBUSY if it has clones or open exports.
+ */
+int bal_vstore_snap_delete(struct bal_vstore *st, const char *vol, const char *snap);
+
+/* Create writable volume @newvol sharing @vol@@snap's clusters.  Instant. */
+int bal_vstore_clone(struct bal_vstore *st, const char *vol, const char *snap,
+		     const char *newvol);
+
+/* Copy the clusters a clone still reads from its parent; detach it.  -EINVAL if not a clone. */
+int bal_vstore_flatten(struct bal_vstore *st, const char *vol);
+
+struct bal_range {
+	uint64_t off, len;	/* bytes; cluster-aligned, merged, sorted */
+};
+
+/*
+ * Logical ranges whose content may differ between snapshot @from (NULL:
+ * the volume's creation) and the newer snapshot @to, from the maps alone
+ * (no data is read).  *out malloc'ed.  -ENOENT, -EINVAL if @from is newer.
+ */
+int bal_vstore_snap_diff(struct bal_vstore *st, const char *vol, const char *from,
+			 const char *to, struct bal_range **out, size_t *n);
 
 /* ---- data path ---- */
 
 /*
- * Open a handle on a volume (one per NBD connection).  -ENOENT if unknown.
+ * Open a handle on a volume, or on a snapshot as "VOL@SNAP" (read-only),
+ * one per NBD connection.  -ENOENT if unknown or not a valid name.
  * *out is released with bal_vol_close.
  */
 int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out);

@@ -220,11 +220,11 @@ static void test_catalog(void)
 	CHECK_EQ(bal_vstore_resize(st, "alpha", 512, true), 0);
 	CHECK_EQ(bal_vstore_info(st, "alpha", &info), 0);
 	CHECK_EQ(info.size, 512);
-	CHECK_EQ(bal_vstore_delete(st, "beta", false), 0);
-	CHECK_EQ(bal_vstore_delete(st, "beta", false), -ENOENT);
+	CHECK_EQ(bal_vstore_delete(st, "beta", false, false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "beta", false, false), -ENOENT);
 	CHECK_EQ(bal_vstore_info(st, "beta", &info), -ENOENT);
-	CHECK_EQ(bal_vstore_delete(st, "max", false), 0);
-	CHECK_EQ(bal_vstore_delete(st, "alpha", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "max", false, false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "alpha", false, false), 0);
 	CHECK_EQ(bal_vstore_list(st, &list, &n), 0);
 	CHECK_EQ(n, 0);
 	free(list);
@@ -281,7 +281,7 @@ static void test_map(void)
 	CHECK_EQ(bal_vstore_info(st, "m", &info), 0);
 	CHECK_EQ(info.connections, 0);
 	CHECK_EQ(bal_vol_open(st, "none", &v), -ENOENT);
-	CHECK_EQ(bal_vstore_delete(st, "m", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "m", false, false), 0);
 	bal_vstore_close(st);
 	printf("ok - map read/write\n");
 }
@@ -367,7 +367,7 @@ static void test_trim_zero(void)
 	CHECK_EQ(allocated(st, "t"), 0);
 	check_status(v, 0, 8 * CL, (struct bal_extent[]){ { 8 * CL, HZ } }, 1);
 	bal_vol_close(v);
-	CHECK_EQ(bal_vstore_delete(st, "t", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "t", false, false), 0);
 	bal_vstore_close(st);
 	free(buf);
 	free(rb);
@@ -401,7 +401,7 @@ static void test_odd_size(void)
 	vread(st, v, 0, (uint32_t)size, rb);
 	CHECK(rb[8191] == 0x5a && is_zero(rb + 8192, size - 8192));
 	bal_vol_close(v);
-	CHECK_EQ(bal_vstore_delete(st, "odd", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "odd", false, false), 0);
 	bal_vstore_close(st);
 	free(buf);
 	free(rb);
@@ -461,9 +461,9 @@ static void test_reopen(void)
 	CHECK(b.id > a.id);
 	bal_vol_close(v);
 	bal_vol_close(w);
-	CHECK_EQ(bal_vstore_delete(st, "r1", false), 0);
-	CHECK_EQ(bal_vstore_delete(st, "r2", false), 0);
-	CHECK_EQ(bal_vstore_delete(st, "r3", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "r1", false, false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "r2", false, false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "r3", false, false), 0);
 	bal_vstore_close(st);
 	/* Deleted volumes stay deleted. */
 	st = store_open();
@@ -544,7 +544,7 @@ static void test_sparse_memory(void)
 	CHECK_EQ(allocated(st, "big"), 0);
 	CHECK(bal_vol_index_mem(v) < 4096);
 	bal_vol_close(v);
-	CHECK_EQ(bal_vstore_delete(st, "big", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "big", false, false), 0);
 	bal_vstore_close(st);
 	printf("ok - index memory follows allocated clusters\n");
 }
@@ -614,8 +614,8 @@ static void test_reuse(void)
 	CHECK_EQ(ps.free, free0 + 1);
 	bal_vol_close(a);
 	bal_vol_close(b);
-	CHECK_EQ(bal_vstore_delete(st, "a", false), 0);
-	CHECK_EQ(bal_vstore_delete(st, "b", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "a", false, false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "b", false, false), 0);
 	bal_vstore_close(st);
 	free(buf);
 	free(rb);
@@ -638,8 +638,8 @@ static void test_delete_open(void)
 	CHECK_EQ(bal_vstore_info(st, "d", &info), 0);
 	CHECK_EQ(info.connections, 2);
 	wmap1(v, 0, 4 * CL);
-	CHECK_EQ(bal_vstore_delete(st, "d", false), -EBUSY);
-	CHECK_EQ(bal_vstore_delete(st, "d", true), 0);
+	CHECK_EQ(bal_vstore_delete(st, "d", false, false), -EBUSY);
+	CHECK_EQ(bal_vstore_delete(st, "d", true, false), 0);
 	CHECK(bal_vol_is_deleted(v) && bal_vol_is_deleted(v2));
 	CHECK_EQ(bal_vol_map_read(v, 0, 512, s, MAXSEGS, &n), -ESHUTDOWN);
 	CHECK_EQ(bal_vol_map_write(v, 0, 512, s, MAXSEGS, &n), -ESHUTDOWN);
@@ -662,7 +662,7 @@ static void test_delete_open(void)
 	bal_vstore_pool_stats(st, &ps);
 	CHECK_EQ(ps.used, 0);
 	bal_vol_close(nv);
-	CHECK_EQ(bal_vstore_delete(st, "d", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "d", false, false), 0);
 	bal_vstore_close(st);
 	printf("ok - forced delete of an open volume\n");
 }
@@ -693,11 +693,11 @@ static void test_fault(void)
 	CHECK_EQ(bal_vstore_create(st, "g", CL), -EIO);
 	CHECK_EQ(bal_vol_open(st, "g", &v), -ENOENT);
 	bal_kv_fail_write_after(1);
-	CHECK_EQ(bal_vstore_delete(st, "f", true), -EIO);
+	CHECK_EQ(bal_vstore_delete(st, "f", true, false), -EIO);
 	CHECK(!bal_vol_is_deleted(v));
 	bal_kv_fail_write_after(0);
 	bal_vol_close(v);
-	CHECK_EQ(bal_vstore_delete(st, "f", false), 0);
+	CHECK_EQ(bal_vstore_delete(st, "f", false, false), 0);
 	bal_vstore_close(st);
 	printf("ok - RocksDB write failures leave the map unchanged\n");
 }
@@ -922,7 +922,7 @@ static void test_random(void)
 		bal_vol_close(m[i].v);
 		free(m[i].data);
 		snprintf(name, sizeof(name), "rnd%d", i);
-		CHECK_EQ(bal_vstore_delete(st, name, false), 0);
+		CHECK_EQ(bal_vstore_delete(st, name, false, false), 0);
 	}
 	bal_vstore_close(st);
 	printf("ok - randomized run against a model\n");
@@ -1005,7 +1005,7 @@ static void test_concurrent(void)
 		bal_vol_close(w[i].m.v);
 		free(w[i].m.data);
 		snprintf(name, sizeof(name), "c%d", i);
-		CHECK_EQ(bal_vstore_delete(st, name, false), 0);
+		CHECK_EQ(bal_vstore_delete(st, name, false, false), 0);
 	}
 	bal_vstore_close(st);
 	printf("ok - concurrent volumes\n");
