@@ -186,7 +186,7 @@ static void opt_info_go(struct conn *c)
 	const char *vname;
 	uint8_t buf[12];
 	char name[NBD_MAX_STRING + 1];
-	char desc[96];
+	char desc[160];
 	int ret;
 
 	if (c->opt_len < 6) {
@@ -216,16 +216,15 @@ static void opt_info_go(struct conn *c)
 		want_desc |= t == NBD_INFO_DESCRIPTION;
 	}
 	vname = resolve(c, name);
-	if (!vname || !bal_name_is_valid(vname)) {
-		send_err(c, NBD_REP_ERR_UNKNOWN, *name ? "no such export" :
-			 "no default export: name a volume");
+	if (!vname) {
+		send_err(c, NBD_REP_ERR_UNKNOWN, "no default export: name a volume");
 		return;
 	}
 	ret = bal_vol_open(srv_store(c->srv), vname, &vol);
 	if (ret < 0) {
-		char msg[128];
+		char msg[192];
 
-		snprintf(msg, sizeof(msg), "export '%.64s': %s", vname,
+		snprintf(msg, sizeof(msg), "export '%.130s': %s", vname,
 			 ret == -ENOENT ? "no such volume" : strerror(-ret));
 		send_err(c, ret == -ENOENT ? NBD_REP_ERR_UNKNOWN : NBD_REP_ERR_PLATFORM, msg);
 		return;
@@ -236,7 +235,8 @@ static void opt_info_go(struct conn *c)
 	if (want_name)
 		send_info(c, NBD_INFO_NAME, vname, (uint32_t)strlen(vname));
 	if (want_desc) {
-		snprintf(desc, sizeof(desc), "Ballast volume %.64s", vname);
+		snprintf(desc, sizeof(desc), "Ballast %s %.130s",
+			 bal_vol_is_readonly(vol) ? "snapshot" : "volume", vname);
 		send_info(c, NBD_INFO_DESCRIPTION, desc, (uint32_t)strlen(desc));
 	}
 	bal_put_be32(buf, NBD_MIN_BLOCK);
@@ -270,7 +270,7 @@ static void opt_meta(struct conn *c)
 	bool match = false;
 	char name[NBD_MAX_STRING + 1];
 	const char *vname;
-	struct bal_vol_info info;
+	struct bal_volume *vol;
 
 	if (!c->structured) {
 		send_err(c, NBD_REP_ERR_INVALID, "negotiate structured replies first");
@@ -308,11 +308,11 @@ static void opt_meta(struct conn *c)
 		return;
 	}
 	vname = resolve(c, name);
-	if (!vname || !bal_name_is_valid(vname) ||
-	    bal_vstore_info(srv_store(c->srv), vname, &info) < 0) {
+	if (!vname || bal_vol_open(srv_store(c->srv), vname, &vol) < 0) {
 		send_err(c, NBD_REP_ERR_UNKNOWN, "no such export");
 		return;
 	}
+	bal_vol_close(vol);
 	if (nq == 0) {
 		match = listing;	/* an empty list asks for every context */
 	} else {
