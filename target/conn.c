@@ -92,6 +92,8 @@ static void rx_done(struct bal_io *io, int res)
 	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, rx_io));
 
 	c->rx_active = false;
+	if (c->closing || res <= 0)
+		tx_rx_aborted(c);	/* a half-received WRITE will never run */
 	if (c->closing) {
 		conn_unref(c);
 		return;

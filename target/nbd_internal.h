@@ -118,6 +118,8 @@ void hs_start(struct conn *c);
 /* transmit.c */
 void tx_start(struct conn *c);
 void tx_drain(struct conn *c);
+/* The receive in progress ended without its data: drop its request. */
+void tx_rx_aborted(struct conn *c);
 
 /* server.c, for the connection code */
 struct bal_vstore *srv_store(struct bal_server *srv);

@@ -593,6 +593,16 @@ static void on_header(struct conn *c)
 	next_header(c);
 }
 
+void tx_rx_aborted(struct conn *c)
+{
+	struct req *r = c->rx_req;
+
+	if (!r)
+		return;
+	c->rx_req = NULL;
+	req_free(r);
+}
+
 void tx_start(struct conn *c)
 {
 	conn_recv(c, c->hdr, 28, on_header);

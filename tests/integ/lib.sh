@@ -77,7 +77,14 @@ bal_start() {
 bal_stop() {
 	[ -n "$BAL_PID" ] || return 0
 	kill -TERM "$BAL_PID"
-	local rc=0
+	local rc=0 i
+	# A daemon that cannot drain is a failure, not a hang of the suite.
+	for i in $(seq 1 300); do kill -0 "$BAL_PID" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$BAL_PID" 2>/dev/null; then
+		kill -ABRT "$BAL_PID" 2>/dev/null || true
+		BAL_PID=
+		fail "ballastd still running 30 s after SIGTERM"
+	fi
 	wait "$BAL_PID" || rc=$?
 	BAL_PID=
 	[ $rc -eq 0 ] || fail "ballastd exited $rc after SIGTERM"
