@@ -55,7 +55,7 @@ static void next_option(struct conn *c)
 /* proto.md: strings are at most 4096 bytes and contain no NUL. */
 static bool valid_string(const uint8_t *s, uint32_t len)
 {
-	return len <= NBD_MAX_STRING && !memchr(s, 0, len);
+	return len <= NBD_MAX_STRING && (len == 0 || !memchr(s, 0, len));
 }
 
 /* Map an export name to a volume name ("" means the default export). */

@@ -25,7 +25,12 @@ if [ $# -gt 0 ]; then
 	done
 else
 	for t in "$BUILD"/tests/test_*; do [ -x "$t" ] && tests+=("$t"); done
-	for t in tests/integ/test-*.sh tests/integ/test-*.py; do [ -f "$t" ] && tests+=("$t"); done
+	# A .py with a .sh of the same name is run by that wrapper.
+	for t in tests/integ/test-*.sh tests/integ/test-*.py; do
+		[ -f "$t" ] || continue
+		case "$t" in *.py) [ -f "${t%.py}.sh" ] && continue ;; esac
+		tests+=("$t")
+	done
 fi
 
 pass=0 failn=0 failed=()

@@ -372,7 +372,7 @@ class Conn:
 
     def collect(self, cookie, read_len=0, offset=0):
         chunks = []
-        data = bytearray(read_len)
+        data = None         # allocated on the first content chunk
         err = 0
         for _ in range(100000):
             r = self.read_reply(read_len)
@@ -398,11 +398,15 @@ class Conn:
                 body = payload[8:]
                 if off < 0 or off + len(body) > read_len:
                     raise ProtocolError("OFFSET_DATA outside the request")
+                if data is None:
+                    data = bytearray(read_len)
                 data[off:off + len(body)] = body
             elif rtype == REPLY_TYPE_OFFSET_HOLE:
                 off, hl = struct.unpack(">QI", payload[:12])
                 if off - offset < 0 or off - offset + hl > read_len:
                     raise ProtocolError("OFFSET_HOLE outside the request")
             if flags & REPLY_FLAG_DONE:
-                return err, bytes(data), chunks
+                if err:
+                    return err, b"", chunks
+                return err, bytes(data) if data is not None else bytes(read_len), chunks
         raise ProtocolError("no DONE chunk")

@@ -3,7 +3,9 @@
 """Bad input on the NBD socket: every case sends something a well-behaved
 client would not and asserts Ballast's exact answer (or a clean disconnect),
 then a second client, connected through libnbd at the start and kept open,
-does a write+read+flush round trip that must still work.
+does a write+read+flush round trip that must still work, and the daemon
+must hold no more sockets than before the case (a connection the case
+closed, or that the daemon dropped, must be gone within 5 s).
 
 Run by test-badinput.sh, which starts ballastd with --handshake-timeout 2
 --request-timeout 2 and creates the exports:
@@ -11,11 +13,13 @@ Run by test-badinput.sh, which starts ballastd with --handshake-timeout 2
   test-badinput.py --unix SOCK --port PORT --pid PID \
       --export v --size 64M --export2 w --size2 32M
 
-One line per case (ok/FAIL) and a closing summary; exit 1 on any failure.
-`--only SUBSTR` runs matching cases, `--list` names them.  `--hold N`
-instead opens N idle connections (most at the greeting, some in
-transmission, a few with a half-sent request), writes "ready" to stdout and
-keeps them open until stdin closes: the wrapper then stops the daemon.
+Run without arguments (as tests/run.sh does), it runs that wrapper.  One
+line per case (ok/FAIL) and a closing summary; exit 1 on any failure.
+`--only SUBSTR` (repeatable) runs matching cases, `--list` names them.
+`--hold N` instead opens N idle connections (a quarter in transmission, or
+--hold-trans; --hold-half of those with a half-sent WRITE, default 5, the
+rest at the greeting), writes "ready" to stdout and keeps them open until
+stdin closes: the wrapper then stops the daemon.
 
 Expected replies (the NBD contract of ballastd; other servers differ):
 
@@ -653,17 +657,21 @@ def pipelined(x):
             check(kind == "simple" and e == 0, "pipelined READ %d: %s" % (ck, err(e)))
             seen.append(ck)
         check(sorted(seen) == cookies, "pipelined cookies %r" % seen)
-    for n in range(3):
+    # Hang up with replies in flight: small and large reads, a torn WRITE.
+    for n in range(12):
         c = x.go()
+        size = 65536 if n % 2 else MiB
         burst = b""
         for ck in range(32):
             burst += struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_READ, ck,
-                                 (ck * 65536) % (8 * MiB), 65536)
+                                 (ck * size) % (32 * MiB), size)
         for ck in range(4):
             burst += struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_WRITE, 100 + ck,
                                  REG_RW + ck * 4096, 4096) + b"\x77" * 4096
-        c.send(burst[:len(burst) - 100 * n])
-        c.close()   # hang up with replies in flight (and a torn write for n>0)
+        c.send(burst[:len(burst) - 100 * (n % 3)])
+        if n >= 6:
+            c.recv_exact(100)   # the server is sending: hang up mid-reply
+        c.close()
 
 
 # -- structured replies -------------------------------------------------------
@@ -779,6 +787,32 @@ def timeouts(x):
         idle.close()
 
 
+def daemon_sockets(pid):
+    """How many sockets the daemon holds (listeners, connections)."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def check_no_leak(pid, baseline, within=5.0):
+    """Every connection a case opened must be gone from the daemon soon
+    after the case closed it."""
+    deadline = time.monotonic() + within
+    while True:
+        n = daemon_sockets(pid)
+        if n <= baseline:
+            return
+        if time.monotonic() > deadline:
+            raise Fail("daemon still holds %d sockets %.0fs after the case ended,"
+                       " %d before it (connections leaked)" % (n, within, baseline))
+        time.sleep(0.05)
+
+
 # -- the second client --------------------------------------------------------
 
 class Second:
@@ -811,8 +845,8 @@ class Second:
 def hold(a):
     """Open @a.hold idle connections and keep them until stdin closes."""
     conns = []
-    n_trans = max(1, a.hold // 4)
-    n_half = min(5, n_trans)
+    n_trans = max(1, a.hold // 4) if a.hold_trans is None else a.hold_trans
+    n_half = min(a.hold_half, n_trans)
     for i in range(a.hold):
         c = Conn(unix=a.unix) if i % 2 else Conn(tcp=("127.0.0.1", a.port))
         if i < n_trans:
@@ -851,6 +885,8 @@ def main():
     p.add_argument("--only", action="append")
     p.add_argument("--list", action="store_true")
     p.add_argument("--hold", type=int, default=0)
+    p.add_argument("--hold-trans", type=int)
+    p.add_argument("--hold-half", type=int, default=5)
     a = p.parse_args()
     if a.list:
         for name, _ in CASES:
@@ -861,6 +897,7 @@ def main():
     x = Ctx(a)
     second = Second(a)
     second.roundtrip()
+    baseline = daemon_sockets(a.pid)
     ok = failed = 0
     failures = []
     for name, fn in CASES:
@@ -869,6 +906,7 @@ def main():
         t0 = time.monotonic()
         try:
             fn(x)
+            check_no_leak(a.pid, baseline)
             res = None
         except Fail as e:
             res = str(e)
@@ -893,6 +931,8 @@ def main():
                 second.connect()
             except Exception:
                 pass
+        if res is not None and "connections leaked" in res:
+            baseline = daemon_sockets(a.pid)     # report each leak once
         if res is None:
             ok += 1
             print("ok   %s (%.1fs)" % (name, time.monotonic() - t0), flush=True)
