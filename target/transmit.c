@@ -47,6 +47,8 @@ struct req {
 
 static void on_header(struct conn *c);
 
+#define DRAIN_REQUEST_GRACE 2	/* seconds left to a half-received request at shutdown */
+
 static uint32_t wire_error(int err)
 {
 	switch (-err) {
@@ -615,8 +617,12 @@ void tx_drain(struct conn *c)
 	c->draining = true;
 	c->close_after_send = true;
 	/* Between requests: stop waiting for the next one.  Mid-request: let it finish. */
-	if (c->rx_active && c->rx_next == on_header && c->rx_got == 0)
+	if (c->rx_active && c->rx_next == on_header && c->rx_got == 0) {
 		bal_worker_cancel(c->w, &c->rx_io);
-	else if (!c->rx_active)
+	} else if (!c->rx_active) {
 		conn_kick(c);
+	} else if (srv_request_timeout(c->srv) > DRAIN_REQUEST_GRACE) {
+		/* A client that stalls mid-request does not hold up the shutdown. */
+		conn_set_deadline(c, DRAIN_REQUEST_GRACE);
+	}
 }
