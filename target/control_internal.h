@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shared by the control server (control.c), the JSON-RPC layer
- * (control_rpc.c) and the method groups (control_volume.c, later snapshot
- * and key methods): the call context, the method table entry, the request
- * entry point and the parameter and error helpers.  Everything here runs on
+ * (control_rpc.c) and the method groups (control_volume.c,
+ * control_snapshot.c, later key methods): the call context, the method
+ * table entry, the request entry point, the parameter and error helpers and
+ * the VOLUME and SNAPSHOT result objects.  Everything here runs on
  * the control thread.
  */
 #ifndef BAL_CONTROL_INTERNAL_H
@@ -16,6 +17,8 @@
 #include <jansson.h>
 
 struct bal_vstore;
+struct bal_vol_info;
+struct bal_snap_info;
 
 /* JSON-RPC 2.0 error codes (section 5.1 of the specification). */
 #define BAL_RPC_PARSE_ERROR -32700
@@ -37,6 +40,7 @@ struct bal_ctl_call {
 	int err;		/* errno reported in the error's data, or 0 */
 	char msg[512];		/* the error message */
 	const char *subject;	/* what the action was on, for the log */
+	char subject_buf[200];	/* storage for a composed subject ("VOL@SNAP") */
 };
 
 struct bal_ctl_method {
@@ -51,6 +55,11 @@ struct bal_ctl_method {
 
 /* Method groups, each terminated by an entry with a NULL name. */
 extern const struct bal_ctl_method bal_ctl_volume_methods[];
+extern const struct bal_ctl_method bal_ctl_snapshot_methods[];
+
+/* The VOLUME and SNAPSHOT objects of the results (new references, or NULL). */
+json_t *bal_ctl_volume_json(const struct bal_vol_info *vi);
+json_t *bal_ctl_snapshot_json(const struct bal_snap_info *si);
 
 /*
  * Serve one request line (without its newline).  Sets *out to the response

@@ -20,6 +20,7 @@
 /* Every method group; a new group (snapshot.*, key.*) is one more line. */
 static const struct bal_ctl_method *const method_groups[] = {
 	bal_ctl_volume_methods,
+	bal_ctl_snapshot_methods,
 };
 
 void bal_ctl_fail(struct bal_ctl_call *call, int code, const char *fmt, ...)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Control methods of the volume group: volume.create, volume.list,
- * volume.show, volume.resize, volume.delete.  Each validates its parameters,
+ * volume.show, volume.resize, volume.delete (volume.clone and
+ * volume.flatten live with the snapshot methods in control_snapshot.c).  Each validates its parameters,
  * calls the volume store and turns its -errno into a one-line message that
  * tells the operator what to do.  Runs on the control thread.
  */
@@ -32,15 +33,17 @@ static void size_short(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
 }
 
-static json_t *volume_json(const struct bal_vol_info *vi)
+json_t *bal_ctl_volume_json(const struct bal_vol_info *vi)
 {
 	char created[32];
 
 	bal_format_time(vi->created_at, created, sizeof(created));
-	return json_pack("{s:s, s:I, s:I, s:I, s:s, s:I}", "name", vi->name, "id",
-			 (json_int_t)vi->id, "size", (json_int_t)vi->size, "allocated",
-			 (json_int_t)vi->allocated, "created_at", created, "connections",
-			 (json_int_t)vi->connections);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s?}", "name", vi->name,
+			 "id", (json_int_t)vi->id, "size", (json_int_t)vi->size, "allocated",
+			 (json_int_t)vi->allocated, "exclusive", (json_int_t)vi->exclusive,
+			 "shared", (json_int_t)vi->shared, "created_at", created, "connections",
+			 (json_int_t)vi->connections, "snapshots", (json_int_t)vi->snapshots,
+			 "parent", vi->parent[0] ? vi->parent : NULL);
 }
 
 /* The size of a volume: positive, a multiple of 512, at most 1 EiB. */
@@ -83,7 +86,7 @@ static void reply_info(struct bal_ctl_call *call, const char *name, const char *
 	if (r < 0)
 		fail_volume(call, r, name, what);
 	else
-		call->result = volume_json(&vi);
+		call->result = bal_ctl_volume_json(&vi);
 }
 
 static void volume_create(struct bal_ctl_call *call)
@@ -115,7 +118,7 @@ static void volume_list(struct bal_ctl_call *call)
 	}
 	arr = json_array();
 	for (size_t i = 0; arr && i < n; i++) {
-		if (json_array_append_new(arr, volume_json(&vi[i])) < 0) {
+		if (json_array_append_new(arr, bal_ctl_volume_json(&vi[i])) < 0) {
 			json_decref(arr);
 			arr = NULL;
 		}
@@ -161,40 +164,73 @@ static void volume_resize(struct bal_ctl_call *call)
 	}
 }
 
+/*
+ * Why a delete was refused with -EBUSY: connections (without @force), or,
+ * with @recursive, a snapshot of the volume that has clones.
+ */
+static void fail_delete_busy(struct bal_ctl_call *call, int err, const char *name,
+			     const struct bal_vol_info *vi, bool force)
+{
+	struct bal_snap_info *si = NULL;
+	size_t n = 0;
+
+	if (!force && vi->connections) {
+		bal_ctl_fail_errno(call, err, "volume '%s' is in use by %u connection%s (use --force)",
+				   name, vi->connections, vi->connections == 1 ? "" : "s");
+		return;
+	}
+	if (bal_vstore_snap_list(call->store, name, &si, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (!si[i].clones)
+				continue;
+			bal_ctl_fail_errno(call, err,
+					   "snapshot '%s@%s' has %u clone(s): flatten or delete them first",
+					   name, si[i].name, si[i].clones);
+			free(si);
+			return;
+		}
+		free(si);
+	}
+	fail_volume(call, err, name, "delete");
+}
+
 static void volume_delete(struct bal_ctl_call *call)
 {
 	struct bal_vol_info vi;
 	const char *name;
-	bool force;
+	bool force, recursive;
 	int r;
 
 	if (bal_ctl_param_name(call, "name", &name) < 0 ||
-	    bal_ctl_param_bool(call, "force", false, &force) < 0)
+	    bal_ctl_param_bool(call, "force", false, &force) < 0 ||
+	    bal_ctl_param_bool(call, "recursive", false, &recursive) < 0)
 		return;
 	/* The reply describes the volume as it was just before. */
 	r = bal_vstore_info(call->store, name, &vi);
 	if (r == 0)
-		r = bal_vstore_delete(call->store, name, force, false);
+		r = bal_vstore_delete(call->store, name, force, recursive);
 	if (r == -EBUSY && bal_vstore_info(call->store, name, &vi) == 0)
-		bal_ctl_fail_errno(call, r, "volume '%s' is in use by %u connection%s (use --force)",
-				   name, vi.connections, vi.connections == 1 ? "" : "s");
+		fail_delete_busy(call, r, name, &vi, force);
+	else if (r == -ENOTEMPTY && bal_vstore_info(call->store, name, &vi) == 0)
+		bal_ctl_fail_errno(call, r, "volume '%s' has %u snapshot%s (use --recursive)", name,
+				   vi.snapshots, vi.snapshots == 1 ? "" : "s");
 	else if (r < 0)
 		fail_volume(call, r, name, "delete");
 	else
-		call->result = volume_json(&vi);
+		call->result = bal_ctl_volume_json(&vi);
 }
 
 static const char *const p_none[] = { NULL };
 static const char *const p_name[] = { "name", NULL };
 static const char *const p_name_size[] = { "name", "size", NULL };
 static const char *const p_name_size_force[] = { "name", "size", "force", NULL };
-static const char *const p_name_force[] = { "name", "force", NULL };
+static const char *const p_delete[] = { "name", "force", "recursive", NULL };
 
 const struct bal_ctl_method bal_ctl_volume_methods[] = {
 	{ "volume.create", p_name_size, true, volume_create },
 	{ "volume.list", p_none, false, volume_list },
 	{ "volume.show", p_name, false, volume_show },
 	{ "volume.resize", p_name_size_force, true, volume_resize },
-	{ "volume.delete", p_name_force, true, volume_delete },
+	{ "volume.delete", p_delete, true, volume_delete },
 	{ NULL, NULL, false, NULL },
 };

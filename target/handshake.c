@@ -139,30 +139,42 @@ static void opt_export_name(struct conn *c)
 	enter_transmission(c, vol);
 }
 
+static void send_server(struct conn *c, const char *name)
+{
+	uint8_t buf[4 + 2 * BAL_NAME_MAX + 1];
+	uint32_t len = (uint32_t)strlen(name);
+
+	bal_put_be32(buf, len);
+	memcpy(buf + 4, name, len);
+	send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len);
+}
+
+/* Every volume, then every snapshot as VOL@SNAP (read-only exports). */
 static void opt_list(struct conn *c)
 {
 	struct bal_vol_info *vols = NULL;
-	size_t n = 0;
-	int ret;
+	struct bal_snap_info *snaps = NULL;
+	size_t n = 0, ns = 0;
+	char name[2 * BAL_NAME_MAX + 2];
 
 	if (c->opt_len) {
 		send_err(c, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
 		return;
 	}
-	ret = bal_vstore_list(srv_store(c->srv), &vols, &n);
-	if (ret < 0) {
+	if (bal_vstore_list(srv_store(c->srv), &vols, &n) < 0 ||
+	    bal_vstore_snap_list(srv_store(c->srv), NULL, &snaps, &ns) < 0) {
+		free(vols);
 		send_err(c, NBD_REP_ERR_PLATFORM, "cannot list volumes");
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		uint8_t buf[4 + BAL_NAME_MAX];
-		uint32_t len = (uint32_t)strlen(vols[i].name);
-
-		bal_put_be32(buf, len);
-		memcpy(buf + 4, vols[i].name, len);
-		send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + len);
+	for (size_t i = 0; i < n; i++)
+		send_server(c, vols[i].name);
+	for (size_t i = 0; i < ns; i++) {
+		snprintf(name, sizeof(name), "%s@%s", snaps[i].volume, snaps[i].name);
+		send_server(c, name);
 	}
 	free(vols);
+	free(snaps);
 	send_rep(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 

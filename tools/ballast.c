@@ -27,11 +27,19 @@
 
 #define EXIT_USAGE 2
 
+/* Options a command may take (struct cmd.opts). */
+#define OPT_SIZE 1u
+#define OPT_FORCE 2u
+#define OPT_NAME 4u
+#define OPT_RECURSIVE 8u
+
 struct cli {
 	const char *control;
 	bool json;
 	bool force;
+	bool recursive;
 	const char *size;	/* --size as given */
+	const char *name;	/* --name as given */
 	const char *args[8];	/* positional arguments */
 	int nargs;
 };
@@ -45,7 +53,17 @@ static const char usage_text[] =
 	"  volume show NAME                    show one volume\n"
 	"  volume resize NAME --size SIZE [--force]\n"
 	"                                      grow or (with --force) shrink a volume\n"
-	"  volume delete NAME [--force]        delete a volume (--force: even while connected)\n"
+	"  volume delete NAME [--force] [--recursive]\n"
+	"                                      delete a volume (--force: even while connected;\n"
+	"                                      --recursive: with its snapshots)\n"
+	"  volume flatten NAME                 copy what a clone shares with its parent; detach it\n"
+	"  snapshot create VOL --name SNAP     take a snapshot; VOL@SNAP is then a read-only export\n"
+	"  snapshot list [VOL]                 list snapshots (of one volume)\n"
+	"  snapshot show VOL@SNAP              show one snapshot\n"
+	"  snapshot delete VOL@SNAP            delete a snapshot\n"
+	"  snapshot diff [VOL@A] VOL@B         ranges changed from A (default: creation) to B\n"
+	"  clone VOL@SNAP NEWVOL               create a writable volume from a snapshot\n"
+	"  store stats                         pool counters\n"
 	"  help                                this text\n"
 	"\n"
 	"options (anywhere on the line):\n"
@@ -55,8 +73,8 @@ static const char usage_text[] =
 	"  -h, --help       this text\n"
 	"\n"
 	"SIZE is bytes or a number with a K, M, G, T or P suffix (powers of 1024),\n"
-	"a multiple of 512.  NAME is 1 to 64 characters from A-Z a-z 0-9 . _ -,\n"
-	"not starting with '.' or '-'.\n"
+	"a multiple of 512.  NAME and SNAP are 1 to 64 characters from\n"
+	"A-Z a-z 0-9 . _ -, not starting with '.' or '-'.\n"
 	"Exit status: 0 success, 1 error, 2 invalid command line.\n";
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -93,6 +111,32 @@ static const char *check_name(const char *name)
 	return name;
 }
 
+static const char *check_snap_name(const char *name)
+{
+	if (!bal_name_is_valid(name))
+		usage_error("invalid snapshot name '%s': use 1 to %d characters from A-Z a-z 0-9 . _ - not starting with '.' or '-'",
+			    printable(name), BAL_NAME_MAX);
+	return name;
+}
+
+/*
+ * Split "VOL@SNAP" into @vol and @snap (each BAL_NAME_MAX + 1 bytes) and
+ * check both names.
+ */
+static void check_vol_snap(const char *arg, char *vol, char *snap)
+{
+	const char *at = strchr(arg, '@');
+
+	if (!at || (size_t)(at - arg) > BAL_NAME_MAX || strlen(at + 1) > BAL_NAME_MAX)
+		usage_error("invalid snapshot '%s': use VOL@SNAP", printable(arg));
+	memcpy(vol, arg, (size_t)(at - arg));
+	vol[at - arg] = '\0';
+	strcpy(snap, at + 1);
+	check_name(vol);
+	check_snap_name(snap);
+}
+
+/* "1.0 GiB", "512 B". */
 static uint64_t check_size(const char *s)
 {
 	uint64_t v = 0;
@@ -148,7 +192,16 @@ static const char *get_str(json_t *vol, const char *key)
 	return s ? s : "-";
 }
 
-static void print_list(json_t *result)
+/* "key:        1.0 GiB (1073741824 bytes)" */
+static void print_bytes(const char *label, json_t *v, const char *key)
+{
+	char a[32];
+
+	printf("%-13s%s (%" PRIu64 " bytes)\n", label, human_size(get_u64(v, key), a, sizeof(a)),
+	       get_u64(v, key));
+}
+
+static void print_volume_list(json_t *result)
 {
 	json_t *vols = json_object_get(result, "volumes"), *v;
 	int wn = 4, ws = 4, wa = 9;
@@ -171,7 +224,7 @@ static void print_list(json_t *result)
 		       human_size(get_u64(v, "allocated"), b, sizeof(b)), get_str(v, "created_at"));
 }
 
-static void print_show(json_t *v)
+static void print_volume(json_t *v)
 {
 	char a[32];
 
@@ -179,10 +232,79 @@ static void print_show(json_t *v)
 	printf("id:          %" PRIu64 "\n", get_u64(v, "id"));
 	printf("size:        %s (%" PRIu64 " bytes)\n", human_size(get_u64(v, "size"), a, sizeof(a)),
 	       get_u64(v, "size"));
-	printf("allocated:   %s (%" PRIu64 " bytes)\n",
-	       human_size(get_u64(v, "allocated"), a, sizeof(a)), get_u64(v, "allocated"));
+	print_bytes("allocated:", v, "allocated");
+	print_bytes("exclusive:", v, "exclusive");
+	print_bytes("shared:", v, "shared");
+	printf("snapshots:   %" PRIu64 "\n", get_u64(v, "snapshots"));
+	printf("parent:      %s\n", get_str(v, "parent"));
 	printf("created:     %s\n", get_str(v, "created_at"));
 	printf("connections: %" PRIu64 "\n", get_u64(v, "connections"));
+}
+
+static void print_snapshot_list(json_t *result)
+{
+	json_t *snaps = json_object_get(result, "snapshots"), *v;
+	int wn = 4, ws = 4, wa = 9, we = 9;
+	char a[32], b[32], c[32], full[2 * BAL_NAME_MAX + 2];
+	size_t i;
+
+	json_array_foreach(snaps, i, v) {
+		int n = snprintf(full, sizeof(full), "%s@%s", get_str(v, "volume"),
+				 get_str(v, "name"));
+
+		wn = n > wn ? n : wn;
+		n = (int)strlen(human_size(get_u64(v, "size"), a, sizeof(a)));
+		ws = n > ws ? n : ws;
+		n = (int)strlen(human_size(get_u64(v, "allocated"), a, sizeof(a)));
+		wa = n > wa ? n : wa;
+		n = (int)strlen(human_size(get_u64(v, "exclusive"), a, sizeof(a)));
+		we = n > we ? n : we;
+	}
+	printf("%-*s  %-*s  %-*s  %-*s  %-6s  %s\n", wn, "NAME", ws, "SIZE", wa, "ALLOCATED", we,
+	       "EXCLUSIVE", "CLONES", "CREATED");
+	json_array_foreach(snaps, i, v) {
+		snprintf(full, sizeof(full), "%s@%s", get_str(v, "volume"), get_str(v, "name"));
+		printf("%-*s  %-*s  %-*s  %-*s  %-6" PRIu64 "  %s\n", wn, full, ws,
+		       human_size(get_u64(v, "size"), a, sizeof(a)), wa,
+		       human_size(get_u64(v, "allocated"), b, sizeof(b)), we,
+		       human_size(get_u64(v, "exclusive"), c, sizeof(c)), get_u64(v, "clones"),
+		       get_str(v, "created_at"));
+	}
+}
+
+static void print_snapshot(json_t *v)
+{
+	printf("name:        %s@%s\n", get_str(v, "volume"), get_str(v, "name"));
+	printf("id:          %" PRIu64 "\n", get_u64(v, "id"));
+	printf("epoch:       %" PRIu64 "\n", get_u64(v, "epoch"));
+	print_bytes("size:", v, "size");
+	print_bytes("allocated:", v, "allocated");
+	print_bytes("exclusive:", v, "exclusive");
+	printf("clones:      %" PRIu64 "\n", get_u64(v, "clones"));
+	printf("created:     %s\n", get_str(v, "created_at"));
+}
+
+/* One "OFFSET LENGTH" line per range (bytes), then the total. */
+static void print_diff(json_t *result)
+{
+	json_t *ranges = json_object_get(result, "ranges"), *r;
+	char a[32];
+	size_t i;
+
+	json_array_foreach(ranges, i, r)
+		printf("%" PRIu64 " %" PRIu64 "\n", get_u64(r, "offset"), get_u64(r, "length"));
+	printf("total: %" PRIu64 " bytes (%s) in %zu range%s\n", get_u64(result, "changed_bytes"),
+	       human_size(get_u64(result, "changed_bytes"), a, sizeof(a)), json_array_size(ranges),
+	       json_array_size(ranges) == 1 ? "" : "s");
+}
+
+static void print_stats(json_t *v)
+{
+	const char *key;
+	json_t *val;
+
+	json_object_foreach(v, key, val)
+		printf("%-22s %" PRIu64 "\n", key, get_u64(v, key));
 }
 
 static void parse_args(struct cli *cli, int argc, char **argv)
@@ -205,79 +327,268 @@ static void parse_args(struct cli *cli, int argc, char **argv)
 			cli->json = true;
 		} else if (strcmp(a, "--force") == 0) {
 			cli->force = true;
-		} else if (strcmp(a, "--control") == 0 || strcmp(a, "--size") == 0) {
+		} else if (strcmp(a, "--recursive") == 0) {
+			cli->recursive = true;
+		} else if (strcmp(a, "--control") == 0 || strcmp(a, "--size") == 0 ||
+			   strcmp(a, "--name") == 0) {
 			if (i + 1 >= argc)
 				usage_error("option %s needs a value", a);
-			*(a[2] == 'c' ? &cli->control : &cli->size) = argv[++i];
+			*(a[2] == 'c' ? &cli->control : a[2] == 's' ? &cli->size : &cli->name) =
+				argv[++i];
 		} else if (strncmp(a, "--control=", 10) == 0) {
 			cli->control = a + 10;
 		} else if (strncmp(a, "--size=", 7) == 0) {
 			cli->size = a + 7;
+		} else if (strncmp(a, "--name=", 7) == 0) {
+			cli->name = a + 7;
 		} else {
 			usage_error("unknown option '%s'", printable(a));
 		}
 	}
 }
 
-/* Check the words and options of a volume command; returns its method. */
-static const char *volume_method(struct cli *cli, json_t *params)
-{
-	static const struct {
-		const char *cmd;
-		bool has_name, has_size, has_force;
-	} cmds[] = {
-		{ "create", true, true, false },  { "list", false, false, false },
-		{ "show", true, false, false },   { "resize", true, true, true },
-		{ "delete", true, false, true },
-	};
-	static char method[32];
-	const char *cmd = cli->nargs > 1 ? cli->args[1] : NULL;
-	size_t k;
+/*
+ * One command: its words, method, positional arguments (after the words)
+ * and options.  build() fills the parameters from the checked arguments.
+ */
+struct cmd {
+	const char *group, *verb;	/* verb NULL: a one-word command */
+	const char *method;
+	int min_args, max_args;
+	unsigned opts;
+	const char *arg_name;	/* what a missing argument is called */
+	void (*build)(struct cli *cli, const char *const *args, int n, json_t *params);
+};
 
-	if (!cmd)
-		usage_error("missing volume command (create, list, show, resize, delete)");
-	for (k = 0; k < sizeof(cmds) / sizeof(cmds[0]) && strcmp(cmds[k].cmd, cmd) != 0; k++)
-		;
-	if (k == sizeof(cmds) / sizeof(cmds[0]))
-		usage_error("unknown volume command '%s'", printable(cmd));
-	if (cmds[k].has_name && cli->nargs < 3)
-		usage_error("volume %s: missing volume name", cmd);
-	if (cli->nargs > (cmds[k].has_name ? 3 : 2))
-		usage_error("volume %s: unexpected argument '%s'", cmd,
-			    printable(cli->args[cmds[k].has_name ? 3 : 2]));
-	if (cli->size && !cmds[k].has_size)
-		usage_error("volume %s: --size does not apply", cmd);
-	if (cli->force && !cmds[k].has_force)
-		usage_error("volume %s: --force does not apply", cmd);
-	if (cmds[k].has_name)
-		json_object_set_new(params, "name", json_string(check_name(cli->args[2])));
-	if (cmds[k].has_size)
-		json_object_set_new(params, "size", json_integer((json_int_t)check_size(cli->size)));
-	if (cmds[k].has_force)
-		json_object_set_new(params, "force", json_boolean(cli->force));
-	snprintf(method, sizeof(method), "volume.%s", cmd);
-	return method;
+static void set_str(json_t *params, const char *key, const char *v)
+{
+	json_object_set_new(params, key, json_string(v));
 }
 
-static void print_result(const struct cli *cli, const char *method, json_t *result)
+static void build_vol(struct cli *cli, const char *const *args, int n, json_t *params)
 {
+	(void)cli;
+	if (n > 0)
+		set_str(params, "name", check_name(args[0]));
+}
+
+static void build_vol_size(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol(cli, args, n, params);
+	json_object_set_new(params, "size", json_integer((json_int_t)check_size(cli->size)));
+}
+
+static void build_resize(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol_size(cli, args, n, params);
+	json_object_set_new(params, "force", json_boolean(cli->force));
+}
+
+static void build_delete(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol(cli, args, n, params);
+	json_object_set_new(params, "force", json_boolean(cli->force));
+	json_object_set_new(params, "recursive", json_boolean(cli->recursive));
+}
+
+static void build_snap_create(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)n;
+	if (!cli->name)
+		usage_error("snapshot create: missing --name SNAP");
+	set_str(params, "volume", check_name(args[0]));
+	set_str(params, "name", check_snap_name(cli->name));
+}
+
+static void build_snap_list(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)cli;
+	if (n > 0)
+		set_str(params, "volume", check_name(args[0]));
+}
+
+static void build_snap(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	char vol[BAL_NAME_MAX + 1], snap[BAL_NAME_MAX + 1];
+
+	(void)cli, (void)n;
+	check_vol_snap(args[0], vol, snap);
+	set_str(params, "volume", vol);
+	set_str(params, "name", snap);
+}
+
+static void build_diff(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	char vol[BAL_NAME_MAX + 1], snap[BAL_NAME_MAX + 1];
+	char vol2[BAL_NAME_MAX + 1], snap2[BAL_NAME_MAX + 1];
+
+	(void)cli;
+	check_vol_snap(args[n - 1], vol, snap);
+	set_str(params, "volume", vol);
+	set_str(params, "to", snap);
+	if (n == 2) {
+		check_vol_snap(args[0], vol2, snap2);
+		/* Both were checked: safe to print as they are. */
+		if (strcmp(vol, vol2) != 0)
+			usage_error("snapshot diff: '%s' and '%s' are snapshots of different volumes",
+				    args[0], args[1]);
+		set_str(params, "from", snap2);
+	}
+}
+
+static void build_clone(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	char vol[BAL_NAME_MAX + 1], snap[BAL_NAME_MAX + 1];
+
+	(void)cli, (void)n;
+	check_vol_snap(args[0], vol, snap);
+	set_str(params, "volume", vol);
+	set_str(params, "snapshot", snap);
+	set_str(params, "name", check_name(args[1]));
+}
+
+static void build_none(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)cli, (void)args, (void)n, (void)params;
+}
+
+static const struct cmd cmds[] = {
+	{ "volume", "create", "volume.create", 1, 1, OPT_SIZE, "volume name", build_vol_size },
+	{ "volume", "list", "volume.list", 0, 0, 0, NULL, build_none },
+	{ "volume", "show", "volume.show", 1, 1, 0, "volume name", build_vol },
+	{ "volume", "resize", "volume.resize", 1, 1, OPT_SIZE | OPT_FORCE, "volume name",
+	  build_resize },
+	{ "volume", "delete", "volume.delete", 1, 1, OPT_FORCE | OPT_RECURSIVE, "volume name",
+	  build_delete },
+	{ "volume", "flatten", "volume.flatten", 1, 1, 0, "volume name", build_vol },
+	{ "snapshot", "create", "snapshot.create", 1, 1, OPT_NAME, "volume name",
+	  build_snap_create },
+	{ "snapshot", "list", "snapshot.list", 0, 1, 0, NULL, build_snap_list },
+	{ "snapshot", "show", "snapshot.show", 1, 1, 0, "VOL@SNAP", build_snap },
+	{ "snapshot", "delete", "snapshot.delete", 1, 1, 0, "VOL@SNAP", build_snap },
+	{ "snapshot", "diff", "snapshot.diff", 1, 2, 0, "VOL@SNAP", build_diff },
+	{ "clone", NULL, "volume.clone", 2, 2, 0, "VOL@SNAP and NEWVOL", build_clone },
+	{ "store", "stats", "store.stats", 0, 0, 0, NULL, build_none },
+};
+
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+/* "create, list, show, ..." for a group. */
+static const char *verbs_of(const char *group)
+{
+	static char buf[128];
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t k = 0; k < NCMDS; k++)
+		if (strcmp(cmds[k].group, group) == 0 && cmds[k].verb)
+			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s",
+						len ? ", " : "", cmds[k].verb);
+	return buf;
+}
+
+/* Find the command, check its arguments and options, fill @params. */
+static const struct cmd *parse_command(struct cli *cli, json_t *params)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} opt_names[] = {
+		{ OPT_SIZE, "--size" },
+		{ OPT_FORCE, "--force" },
+		{ OPT_NAME, "--name" },
+		{ OPT_RECURSIVE, "--recursive" },
+	};
+	const char *group = cli->args[0], *verb = cli->nargs > 1 ? cli->args[1] : NULL;
+	const struct cmd *c = NULL;
+	char label[64];
+	unsigned given = 0;
+	int first, n;
+
+	for (size_t k = 0; k < NCMDS && !c; k++)
+		if (strcmp(cmds[k].group, group) == 0 && !cmds[k].verb)
+			c = &cmds[k];
+	if (!c) {
+		bool known = false;
+
+		for (size_t k = 0; k < NCMDS && !c; k++) {
+			if (strcmp(cmds[k].group, group) != 0)
+				continue;
+			known = true;
+			if (verb && strcmp(cmds[k].verb, verb) == 0)
+				c = &cmds[k];
+		}
+		if (!known)
+			usage_error("unknown command '%s'", printable(group));
+		if (!verb)
+			usage_error("missing %s command (%s)", group, verbs_of(group));
+		if (!c)
+			usage_error("unknown %s command '%s'", group, printable(verb));
+	}
+	first = c->verb ? 2 : 1;
+	n = cli->nargs - first;
+	snprintf(label, sizeof(label), "%s%s%s", c->group, c->verb ? " " : "",
+		 c->verb ? c->verb : "");
+	if (n < c->min_args && strcmp(c->arg_name, "volume name") == 0)
+		usage_error("%s: missing volume name", label);
+	if (n < c->min_args)
+		usage_error("%s: missing %s", label, c->arg_name);
+	if (n > c->max_args)
+		usage_error("%s: unexpected argument '%s'", label,
+			    printable(cli->args[first + c->max_args]));
+	given |= cli->size ? OPT_SIZE : 0;
+	given |= cli->force ? OPT_FORCE : 0;
+	given |= cli->name ? OPT_NAME : 0;
+	given |= cli->recursive ? OPT_RECURSIVE : 0;
+	for (size_t k = 0; k < sizeof(opt_names) / sizeof(opt_names[0]); k++)
+		if ((given & opt_names[k].bit) && !(c->opts & opt_names[k].bit))
+			usage_error("%s: %s does not apply", label, opt_names[k].name);
+	c->build(cli, cli->args + first, n, params);
+	return c;
+}
+
+static void print_result(const struct cli *cli, const char *method, json_t *params,
+			 json_t *result)
+{
+	const char *name = get_str(result, "name");
 	char a[32];
 
 	if (cli->json) {
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		putchar('\n');
 	} else if (strcmp(method, "volume.list") == 0) {
-		print_list(result);
+		print_volume_list(result);
 	} else if (strcmp(method, "volume.show") == 0) {
-		print_show(result);
+		print_volume(result);
 	} else if (strcmp(method, "volume.create") == 0) {
-		printf("created volume '%s' (%s)\n", get_str(result, "name"),
+		printf("created volume '%s' (%s)\n", name,
 		       human_size(get_u64(result, "size"), a, sizeof(a)));
 	} else if (strcmp(method, "volume.resize") == 0) {
-		printf("resized volume '%s' to %s\n", get_str(result, "name"),
+		printf("resized volume '%s' to %s\n", name,
 		       human_size(get_u64(result, "size"), a, sizeof(a)));
+	} else if (strcmp(method, "volume.delete") == 0 && get_u64(result, "snapshots") &&
+		   json_is_true(json_object_get(params, "recursive"))) {
+		printf("deleted volume '%s' and its %" PRIu64 " snapshot%s\n", name,
+		       get_u64(result, "snapshots"), get_u64(result, "snapshots") == 1 ? "" : "s");
 	} else if (strcmp(method, "volume.delete") == 0) {
-		printf("deleted volume '%s'\n", get_str(result, "name"));
+		printf("deleted volume '%s'\n", name);
+	} else if (strcmp(method, "volume.flatten") == 0) {
+		printf("flattened volume '%s'\n", name);
+	} else if (strcmp(method, "volume.clone") == 0) {
+		printf("created volume '%s' as a clone of '%s@%s'\n", name,
+		       get_str(params, "volume"), get_str(params, "snapshot"));
+	} else if (strcmp(method, "snapshot.create") == 0) {
+		printf("created snapshot '%s@%s'\n", get_str(result, "volume"), name);
+	} else if (strcmp(method, "snapshot.delete") == 0) {
+		printf("deleted snapshot '%s@%s'\n", get_str(result, "volume"), name);
+	} else if (strcmp(method, "snapshot.list") == 0) {
+		print_snapshot_list(result);
+	} else if (strcmp(method, "snapshot.show") == 0) {
+		print_snapshot(result);
+	} else if (strcmp(method, "snapshot.diff") == 0) {
+		print_diff(result);
+	} else if (strcmp(method, "store.stats") == 0) {
+		print_stats(result);
 	}
 }
 
@@ -285,7 +596,7 @@ int main(int argc, char **argv)
 {
 	struct cli cli = { 0 };
 	json_t *params, *result = NULL;
-	const char *method;
+	const struct cmd *c;
 	char err[600];
 	int rc;
 
@@ -296,27 +607,26 @@ int main(int argc, char **argv)
 		fputs(usage_text, stdout);
 		return 0;
 	}
-	if (strcmp(cli.args[0], "volume") != 0)
-		usage_error("unknown command '%s'", printable(cli.args[0]));
+	params = json_object();
+	if (!params) {
+		fputs("ballast: out of memory\n", stderr);
+		return 1;
+	}
+	c = parse_command(&cli, params);
 	if (cli.control && !*cli.control)
 		usage_error("--control needs a path");
 	if (!cli.control)
 		cli.control = getenv("BALLAST_SOCKET");
 	if (!cli.control || !*cli.control)
 		cli.control = "./ballast-data/ballast.sock";
-	params = json_object();
-	if (!params) {
-		fputs("ballast: out of memory\n", stderr);
-		return 1;
-	}
-	method = volume_method(&cli, params);
-	rc = bal_cli_rpc_call(cli.control, method, params, &result, err, sizeof(err));
-	json_decref(params);
+	rc = bal_cli_rpc_call(cli.control, c->method, params, &result, err, sizeof(err));
 	if (rc < 0) {
+		json_decref(params);
 		fprintf(stderr, "ballast: %s\n", err);
 		return 1;
 	}
-	print_result(&cli, method, result);
+	print_result(&cli, c->method, params, result);
+	json_decref(params);
 	json_decref(result);
 	if (fflush(stdout) != 0) {
 		perror("ballast: stdout");

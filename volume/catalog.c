@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The catalog: creating, listing, resizing and deleting volumes, and the
- * handles (bal_vol_open/close) that count a volume's connections.
- * Control-plane changes are synced to RocksDB before they return.
+ * handles (bal_vol_open/close) that count a volume's (or a snapshot's)
+ * connections.  Control-plane changes are synced to RocksDB before they
+ * return; those that touch a volume's map first flush the map log with the
+ * volume locked, so their own batch lands after every earlier map change.
+ * Catalog changes hold the store's ctl_lock.
  *
  * A forced delete of an open volume removes its records at once and marks
  * it deleted; the record stays in st->vols (invisible to names) until its
@@ -27,7 +30,17 @@ size_t bal_vrec_encode(const struct bal_vrec *rec, uint64_t size, uint8_t *buf)
 	bal_put_be64(buf + 8, (uint64_t)rec->created_at);
 	buf[16] = (uint8_t)n;
 	memcpy(buf + 17, rec->name, n);
-	return 17 + n;
+	if (!rec->parent)
+		return 17 + n;
+	bal_put_be64(buf + 17 + n, rec->parent_id);
+	bal_put_be64(buf + 25 + n, rec->pepoch);
+	bal_put_be64(buf + 33 + n, rec->plimit);
+	return 41 + n;
+}
+
+int bal_vstore_write_synced(struct bal_vstore *st, struct bal_kv_batch *b)
+{
+	return bal_kv_write(st->kv, b, true);
 }
 
 int bal_vrec_create(const char *name, uint64_t id, uint64_t size, int64_t created_at,
@@ -45,6 +58,8 @@ int bal_vrec_create(const char *name, uint64_t id, uint64_t size, int64_t create
 	atomic_init(&rec->deleted, false);
 	pthread_mutex_init(&rec->lock, NULL);
 	bal_xmap_init(&rec->map);
+	bal_vers_init(&rec->vers);
+	rec->epoch = 1;
 	*out = rec;
 	return 0;
 }
@@ -54,22 +69,43 @@ int bal_vrec_decode(const void *key, size_t klen, const void *val, size_t vlen,
 {
 	const uint8_t *v = val;
 	char name[BAL_NAME_MAX + 1];
-	uint64_t size;
+	uint64_t size, pepoch;
+	size_t n;
+	int ret;
 
-	if (klen != BAL_VOL_KEY_LEN || vlen < 17 || v[16] > BAL_NAME_MAX ||
-	    vlen != 17 + (size_t)v[16])
+	if (klen != BAL_VOL_KEY_LEN || vlen < 17 || v[16] > BAL_NAME_MAX)
 		goto bad;
-	memcpy(name, v + 17, v[16]);
-	name[v[16]] = '\0';
+	n = v[16];
+	if (vlen != 17 + n && vlen != 41 + n)
+		goto bad;
+	memcpy(name, v + 17, n);
+	name[n] = '\0';
 	size = bal_get_be64(v);
 	if (!bal_name_is_valid(name) || !size || size % BAL_VOL_ALIGN ||
 	    size > BAL_VOL_SIZE_MAX)
 		goto bad;
-	return bal_vrec_create(name, bal_get_be64((const uint8_t *)key + 1), size,
-			       (int64_t)bal_get_be64(v + 8), out);
+	ret = bal_vrec_create(name, bal_get_be64((const uint8_t *)key + 1), size,
+			      (int64_t)bal_get_be64(v + 8), out);
+	if (ret || vlen == 17 + n)
+		return ret;
+	/* A clone: linked to its parent once the snapshots are loaded. */
+	pepoch = bal_get_be64(v + 25 + n);
+	(*out)->parent_id = bal_get_be64(v + 17 + n);
+	(*out)->plimit = bal_get_be64(v + 33 + n);
+	if ((*out)->parent_id && pepoch && pepoch < BAL_EPOCH_LIVE) {
+		(*out)->pepoch = (uint32_t)pepoch;
+		return 0;
+	}
+	bal_vrec_destroy(NULL, *out, false);
 bad:
 	bal_err("catalog: malformed volume record");
 	return -EUCLEAN;
+}
+
+static void release_ver(void *arg, const struct bal_ver *v)
+{
+	if (v->phys != BAL_PHYS_NONE)
+		bal_pool_release(arg, v->phys);
 }
 
 void bal_vrec_destroy(struct bal_vstore *st, struct bal_vrec *rec, bool release)
@@ -78,9 +114,16 @@ void bal_vrec_destroy(struct bal_vstore *st, struct bal_vrec *rec, bool release)
 	uint64_t lcl = 0, found;
 
 	while (release && bal_xmap_next(&rec->map, lcl, &found, &e)) {
-		bal_pool_release(st->pool, e.phys);
+		if (bal_xent_owns(&e))
+			bal_pool_release(st->pool, e.phys);
 		lcl = found + 1;
 	}
+	if (release)
+		bal_vers_foreach(&rec->vers, release_ver, st->pool);
+	for (size_t i = 0; i < rec->nsnaps; i++)
+		free(rec->snaps[i]);
+	free(rec->snaps);
+	bal_vers_fini(&rec->vers);
 	bal_xmap_fini(&rec->map);
 	pthread_mutex_destroy(&rec->lock);
 	free(rec);
@@ -101,7 +144,7 @@ int bal_vstore_add_locked(struct bal_vstore *st, struct bal_vrec *rec)
 	return 0;
 }
 
-static void remove_locked(struct bal_vstore *st, struct bal_vrec *rec)
+void bal_vstore_remove_locked(struct bal_vstore *st, struct bal_vrec *rec)
 {
 	for (size_t i = 0; i < st->nvols; i++) {
 		if (st->vols[i] == rec) {
@@ -113,7 +156,7 @@ static void remove_locked(struct bal_vstore *st, struct bal_vrec *rec)
 	}
 }
 
-static struct bal_vrec *find_locked(struct bal_vstore *st, const char *name)
+struct bal_vrec *bal_vstore_find_locked(struct bal_vstore *st, const char *name)
 {
 	for (size_t i = 0; i < st->nvols; i++) {
 		if (!atomic_load(&st->vols[i]->deleted) && !strcmp(st->vols[i]->name, name))
@@ -122,7 +165,7 @@ static struct bal_vrec *find_locked(struct bal_vstore *st, const char *name)
 	return NULL;
 }
 
-static bool size_is_valid(uint64_t size)
+bool bal_vol_size_is_valid(uint64_t size)
 {
 	return size && size % BAL_VOL_ALIGN == 0 && size <= BAL_VOL_SIZE_MAX;
 }
@@ -135,10 +178,11 @@ int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size)
 	struct bal_vrec *rec;
 	int ret;
 
-	if (!bal_name_is_valid(name) || !size_is_valid(size))
+	if (!bal_name_is_valid(name) || !bal_vol_size_is_valid(size))
 		return -EINVAL;
+	pthread_mutex_lock(&st->ctl_lock);
 	pthread_mutex_lock(&st->cat_lock);
-	if (find_locked(st, name)) {
+	if (bal_vstore_find_locked(st, name)) {
 		ret = -EEXIST;
 		goto out_unlock;
 	}
@@ -166,11 +210,12 @@ int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size)
 	bal_info("volume %s: created, id %" PRIu64 ", %" PRIu64 " bytes", name, rec->id, size);
 	goto out_unlock;
 err_remove:
-	remove_locked(st, rec);
+	bal_vstore_remove_locked(st, rec);
 err_destroy:
 	bal_vrec_destroy(st, rec, false);
 out_unlock:
 	pthread_mutex_unlock(&st->cat_lock);
+	pthread_mutex_unlock(&st->ctl_lock);
 	return ret;
 }
 
@@ -184,7 +229,13 @@ static void fill_info(struct bal_vrec *rec, struct bal_vol_info *out)
 	out->connections = rec->connections;
 	pthread_mutex_lock(&rec->lock);
 	out->size = atomic_load(&rec->size);
-	out->allocated = bal_xmap_count(&rec->map) << BAL_CLUSTER_SHIFT;
+	/* Only -ENOMEM: the parent's share is then left out. */
+	bal_vrec_space(rec, &out->allocated, &out->exclusive, &out->shared);
+	for (size_t i = 0; i < rec->nsnaps; i++)
+		out->snapshots += rec->snaps[i]->ready;
+	if (rec->parent)
+		snprintf(out->parent, sizeof(out->parent), "%s@%s", rec->parent->name,
+			 rec->psnap->name);
 	pthread_mutex_unlock(&rec->lock);
 }
 
@@ -224,7 +275,7 @@ int bal_vstore_info(struct bal_vstore *st, const char *name, struct bal_vol_info
 	if (!bal_name_is_valid(name))
 		return -ENOENT;
 	pthread_mutex_lock(&st->cat_lock);
-	rec = find_locked(st, name);
+	rec = bal_vstore_find_locked(st, name);
 	if (rec)
 		fill_info(rec, out);
 	else
@@ -233,141 +284,61 @@ int bal_vstore_info(struct bal_vstore *st, const char *name, struct bal_vol_info
 	return ret;
 }
 
-int bal_vstore_resize(struct bal_vstore *st, const char *name, uint64_t size, bool force)
+/* Find "VOL" or "VOL@SNAP" and count the handle (catalog lock held). */
+static int open_locked(struct bal_vstore *st, const char *name, struct bal_volume *vol)
 {
-	uint8_t key[BAL_VOL_KEY_LEN], val[17 + BAL_NAME_MAX], lo[BAL_MAP_KEY_LEN],
-		hi[BAL_MAP_KEY_LEN];
-	uint64_t old, ncl, lcl, found;
-	struct bal_kv_batch *b;
+	char vname[BAL_NAME_MAX + 1];
+	const char *at = strchr(name, '@');
 	struct bal_vrec *rec;
-	struct bal_xent e;
-	struct bal_xent *tail;
-	int ret;
+	struct bal_snap *sn = NULL;
+	size_t n = at ? (size_t)(at - name) : strlen(name);
 
-	if (!size_is_valid(size))
-		return -EINVAL;
-	pthread_mutex_lock(&st->cat_lock);
-	rec = bal_name_is_valid(name) ? find_locked(st, name) : NULL;
-	if (!rec) {
-		pthread_mutex_unlock(&st->cat_lock);
+	if (n > BAL_NAME_MAX)
 		return -ENOENT;
-	}
-	pthread_mutex_lock(&rec->lock);
-	old = atomic_load(&rec->size);
-	ret = 0;
-	if (size == old)
-		goto out_unlock;
-	ret = -EPERM;
-	if (size < old && !force)
-		goto out_unlock;
-	ncl = bal_size_clusters(size);
-	if (size < old && size % BAL_CLUSTER_SIZE) {
-		/* Past the new end must read as zeroes if the volume grows again. */
-		tail = bal_xmap_find(&rec->map, ncl - 1);
-		if (tail && !(tail->flags & BAL_XENT_ZERO)) {
-			uint64_t in = size % BAL_CLUSTER_SIZE;
-
-			ret = bal_pool_zero(st->pool, (tail->phys << BAL_CLUSTER_SHIFT) + in,
-					    BAL_CLUSTER_SIZE - in, true);
-			if (ret)
-				goto out_unlock;
-		}
-	}
-	ret = -ENOMEM;
-	b = bal_kv_batch_create();
-	if (!b)
-		goto out_unlock;
-	bal_key_vol(key, rec->id);
-	bal_kv_batch_put(b, key, sizeof(key), val, bal_vrec_encode(rec, size, val));
-	if (size < old) {
-		bal_key_map(lo, rec->id, ncl);
-		bal_key_map(hi, rec->id, bal_size_clusters(old));
-		bal_kv_batch_delete_range(b, lo, sizeof(lo), hi, sizeof(hi));
-	}
-	ret = bal_kv_write(st->kv, b, true);
-	bal_kv_batch_destroy(b);
-	if (ret)
-		goto out_unlock;
-	for (lcl = ncl; bal_xmap_next(&rec->map, lcl, &found, &e); lcl = found + 1) {
-		bal_xmap_remove(&rec->map, found, NULL);
-		bal_pool_release(st->pool, e.phys);
-	}
-	atomic_store(&rec->size, size);
-	bal_info("volume %s: resized from %" PRIu64 " to %" PRIu64 " bytes", name, old, size);
-out_unlock:
-	pthread_mutex_unlock(&rec->lock);
-	pthread_mutex_unlock(&st->cat_lock);
-	return ret;
-}
-
-int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force, bool recursive)
-{
-	uint8_t key[BAL_VOL_KEY_LEN], lo[BAL_MAP_KEY_LEN], hi[BAL_MAP_KEY_LEN];
-	struct bal_kv_batch *b;
-	struct bal_vrec *rec;
-	bool now;
-	int ret;
-
-	(void)recursive;	/* no snapshots yet */
-
-	pthread_mutex_lock(&st->cat_lock);
-	rec = bal_name_is_valid(name) ? find_locked(st, name) : NULL;
-	ret = -ENOENT;
+	memcpy(vname, name, n);
+	vname[n] = '\0';
+	if (!bal_name_is_valid(vname) || (at && !bal_name_is_valid(at + 1)))
+		return -ENOENT;
+	rec = bal_vstore_find_locked(st, vname);
 	if (!rec)
-		goto out_unlock;
-	ret = -EBUSY;
-	if (rec->connections && !force)
-		goto out_unlock;
-	ret = -ENOMEM;
-	b = bal_kv_batch_create();
-	if (!b)
-		goto out_unlock;
-	/* Ids never reach UINT64_MAX: the map range of @id ends at id + 1. */
-	bal_key_vol(key, rec->id);
-	bal_key_map(lo, rec->id, 0);
-	bal_key_map(hi, rec->id + 1, 0);
-	bal_kv_batch_delete(b, key, sizeof(key));
-	bal_kv_batch_delete_range(b, lo, sizeof(lo), hi, sizeof(hi));
-	pthread_mutex_lock(&rec->lock);
-	ret = bal_kv_write(st->kv, b, true);
-	if (ret == 0)
-		atomic_store(&rec->deleted, true);
-	pthread_mutex_unlock(&rec->lock);
-	bal_kv_batch_destroy(b);
-	if (ret)
-		goto out_unlock;
-	now = rec->connections == 0;
-	if (now)
-		remove_locked(st, rec);
-	pthread_mutex_unlock(&st->cat_lock);
-	bal_info("volume %s: deleted%s", name, now ? "" : ", clusters freed at last close");
-	if (now)
-		bal_vrec_destroy(st, rec, true);
+		return -ENOENT;
+	if (at) {
+		pthread_mutex_lock(&rec->lock);
+		sn = bal_vrec_find_snap(rec, at + 1);
+		if (sn && sn->ready)
+			sn->connections++;
+		else
+			sn = NULL;
+		pthread_mutex_unlock(&rec->lock);
+		if (!sn)
+			return -ENOENT;
+	} else {
+		rec->connections++;
+	}
+	vol->rec = rec;
+	vol->snap = sn;
+	snprintf(vol->name, sizeof(vol->name), "%s", name);
 	return 0;
-out_unlock:
-	pthread_mutex_unlock(&st->cat_lock);
-	return ret;
 }
 
 int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out)
 {
 	struct bal_volume *vol;
-	struct bal_vrec *rec;
+	int ret;
 
-	vol = malloc(sizeof(*vol));
+	if (!name)
+		return -ENOENT;
+	vol = calloc(1, sizeof(*vol));
 	if (!vol)
 		return -ENOMEM;
-	pthread_mutex_lock(&st->cat_lock);
-	rec = bal_name_is_valid(name) ? find_locked(st, name) : NULL;
-	if (rec)
-		rec->connections++;
-	pthread_mutex_unlock(&st->cat_lock);
-	if (!rec) {
-		free(vol);
-		return -ENOENT;
-	}
 	vol->st = st;
-	vol->rec = rec;
+	pthread_mutex_lock(&st->cat_lock);
+	ret = open_locked(st, name, vol);
+	pthread_mutex_unlock(&st->cat_lock);
+	if (ret) {
+		free(vol);
+		return ret;
+	}
 	*out = vol;
 	return 0;
 }
@@ -376,19 +347,25 @@ void bal_vol_close(struct bal_volume *vol)
 {
 	struct bal_vstore *st;
 	struct bal_vrec *rec;
-	bool last;
+	bool last = false;
 
 	if (!vol)
 		return;
 	st = vol->st;
 	rec = vol->rec;
-	free(vol);
 	pthread_mutex_lock(&st->cat_lock);
-	rec->connections--;
-	last = rec->connections == 0 && atomic_load(&rec->deleted);
-	if (last)
-		remove_locked(st, rec);
+	if (vol->snap) {
+		pthread_mutex_lock(&rec->lock);
+		vol->snap->connections--;
+		pthread_mutex_unlock(&rec->lock);
+	} else {
+		rec->connections--;
+		last = rec->connections == 0 && atomic_load(&rec->deleted);
+		if (last)
+			bal_vstore_remove_locked(st, rec);
+	}
 	pthread_mutex_unlock(&st->cat_lock);
+	free(vol);
 	if (last)
 		bal_vrec_destroy(st, rec, true);
 }

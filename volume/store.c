@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The volume store: opening a data directory (lock, RocksDB, pool) and
- * rebuilding the catalog, every volume's index and the allocator from
- * RocksDB; closing it.  Start-up and shutdown run on the caller's thread.
+ * rebuilding the catalog, the snapshots, every volume's live index and old
+ * versions, and the allocator from RocksDB; closing it.  The allocator
+ * counts live mappings and old versions as used; a cluster referenced
+ * twice is corruption (-EUCLEAN).  A volume's current epoch is derived:
+ * past its newest snapshot and at least every birth and death recorded.
+ * Start-up and shutdown run on the caller's thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -179,7 +183,7 @@ out:
 }
 
 /* Volumes are loaded in id order: binary search. */
-static struct bal_vrec *find_id(struct bal_vstore *st, uint64_t id)
+struct bal_vrec *bal_vstore_find_id(struct bal_vstore *st, uint64_t id)
 {
 	size_t lo = 0, hi = st->nvols;
 
@@ -227,7 +231,7 @@ static int load_maps(struct bal_vstore *st)
 		}
 		id = bal_get_be64(k + 1);
 		lcl = bal_get_be64(k + 9);
-		rec = find_id(st, id);
+		rec = bal_vstore_find_id(st, id);
 		if (!rec || lcl >= bal_size_clusters(rec->size)) {
 			/* Left by a crash between a catalog and a map change. */
 			bal_kv_batch_delete(orphans, k, kl);
@@ -243,9 +247,17 @@ static int load_maps(struct bal_vstore *st)
 			goto out_iter;
 		}
 		e.birth = (uint32_t)birth;
-		ret = bal_pool_mark_used(st->pool, e.phys);
-		if (ret)
+		if (e.birth >= BAL_EPOCH_LIVE) {
+			ret = -EUCLEAN;
 			goto out_iter;
+		}
+		if (bal_xent_owns(&e)) {
+			ret = bal_pool_mark_used(st->pool, e.phys);
+			if (ret)
+				goto out_iter;
+		}
+		if (e.birth > rec->epoch)
+			rec->epoch = e.birth;
 		ret = bal_xmap_set(&rec->map, lcl, &e);
 		if (ret)
 			goto out_iter;
@@ -306,7 +318,10 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	st->dir_fd = -1;
 	st->lock_fd = -1;
 	st->sync_tail = &st->sync_head;
+	pthread_mutex_init(&st->ctl_lock, NULL);
 	pthread_mutex_init(&st->cat_lock, NULL);
+	pthread_mutex_init(&st->log_lock, NULL);
+	pthread_mutex_init(&st->grace_lock, NULL);
 	pthread_mutex_init(&st->sync_lock, NULL);
 	st->dir = strdup(opts->dir);
 	if (!st->dir) {
@@ -325,7 +340,13 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	ret = load_catalog(st);
 	if (ret)
 		goto err_close;
+	ret = bal_vstore_load_snaps(st);
+	if (ret)
+		goto err_close;
 	ret = load_maps(st);
+	if (ret)
+		goto err_close;
+	ret = bal_vstore_load_vers(st);
 	if (ret)
 		goto err_close;
 	ret = bal_pool_start(st->pool);
@@ -353,6 +374,7 @@ void bal_vstore_close(struct bal_vstore *st)
 		bal_vrec_destroy(st, st->vols[i], false);
 	}
 	free(st->vols);
+	bal_log_fini(st);
 	bal_kv_close(st->kv);
 	bal_pool_close(st->pool);
 	if (st->lock_fd >= 0)
@@ -360,7 +382,10 @@ void bal_vstore_close(struct bal_vstore *st)
 	if (st->dir_fd >= 0)
 		close(st->dir_fd);
 	pthread_mutex_destroy(&st->sync_lock);
+	pthread_mutex_destroy(&st->grace_lock);
+	pthread_mutex_destroy(&st->log_lock);
 	pthread_mutex_destroy(&st->cat_lock);
+	pthread_mutex_destroy(&st->ctl_lock);
 	free(st->dir);
 	free(st);
 }

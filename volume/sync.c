@@ -2,13 +2,16 @@
 /*
  * The sync thread of a volume store.
  *
- * Each cycle takes every queued request and the pool's pending frees, then
- * runs fdatasync(pool) and a RocksDB WAL sync, calls the requests'
- * callbacks, and only then recycles the pending frees (their unmapping is
- * now durable; the pool punches them and syncs again).  Requests queued
+ * Each cycle takes every queued request, the pool's pending frees and then
+ * the map log (in that order: a free is queued after the log entry that
+ * unmapped it), then runs fdatasync(pool), writes the map log as one
+ * synced RocksDB batch (or syncs the WAL), calls the requests' callbacks,
+ * and only then recycles the pending frees (their unmapping is now
+ * durable; the pool punches them and syncs again).  Requests queued
  * during a cycle wait for the next one, since their writes may have ended
- * after its fdatasync started.  With frees pending and no requests, a cycle
- * runs about every second.  A failed sync fails every later one: after a
+ * after its fdatasync started.  With frees pending or map changes logged
+ * and no requests, a cycle runs about every second, and at once when the
+ * log reaches BAL_LOG_MAX entries.  A failed sync fails every later one: after a
  * failed fdatasync the page cache no longer says what is on disk.
  */
 #include <errno.h>
@@ -45,34 +48,41 @@ void bal_vstore_io_end(struct bal_vstore *st, unsigned token)
  * frees were unmapped before this point, so no I/O begun after it can
  * reach them.
  */
-static void io_grace(struct bal_vstore *st)
+void bal_vstore_io_grace(struct bal_vstore *st)
 {
-	unsigned old = atomic_load(&st->io_phase);
 	struct timespec pause = { 0, 200000 };
-	unsigned waited = 0;
+	unsigned waited = 0, old;
 
+	/* One flip at a time: the sync thread and snapshot creation both wait. */
+	pthread_mutex_lock(&st->grace_lock);
+	old = atomic_load(&st->io_phase);
 	atomic_store(&st->io_phase, old ^ 1);
 	while (atomic_load(&st->io_active[old])) {
 		nanosleep(&pause, NULL);
 		if (++waited == 50000)
-			bal_warn("store %s: pool I/O outstanding for 10 s; freed clusters wait for it",
+			bal_warn("store %s: pool I/O outstanding for 10 s; waiting for it",
 				 st->dir);
 	}
+	pthread_mutex_unlock(&st->grace_lock);
 }
 
 static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
 {
+	struct bal_kv_batch *log;
 	uint64_t *pend;
-	size_t npend;
+	size_t npend, nlog;
 	int err;
 
-	/* Frees whose unmapping was written before the syncs below start. */
+	/* Frees whose unmapping is in the log taken next. */
 	npend = bal_pool_take_pending(st->pool, &pend);
+	log = bal_log_take(st, &nlog);
 	err = st->sync_err;
+	/* The pool first: a mapping never becomes durable before its bytes. */
 	if (!err)
 		err = bal_pool_datasync(st->pool);
 	if (!err)
-		err = bal_kv_sync(st->kv);
+		err = log ? bal_kv_write(st->kv, log, true) : bal_kv_sync(st->kv);
+	bal_kv_batch_destroy(log);
 	if (err && !st->sync_err) {
 		bal_err("store %s: sync failed, every later sync fails too: %s", st->dir,
 			strerror(-err));
@@ -88,7 +98,7 @@ static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
 		reqs = next;
 	}
 	if (!err && npend)
-		io_grace(st);
+		bal_vstore_io_grace(st);
 	if (!err)
 		bal_pool_recycle(st->pool, pend, npend);
 	else
@@ -99,22 +109,24 @@ static void *sync_main(void *arg)
 {
 	struct bal_vstore *st = arg;
 	struct bal_pool_stats ps;
+	uint64_t age;
 
 	pthread_mutex_lock(&st->sync_lock);
 	for (;;) {
 		struct bal_sync_req *reqs;
-		bool timed_out = false, closing;
+		bool timed_out = false, closing, full = false;
 		struct timespec ts;
 
-		while (!st->sync_head && !st->closing && !timed_out) {
+		while (!st->sync_head && !st->closing && !timed_out && !full) {
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			ts.tv_sec += SYNC_IDLE_SEC;
 			if (pthread_cond_timedwait(&st->sync_cond, &st->sync_lock, &ts) == ETIMEDOUT)
 				timed_out = true;
+			full = bal_log_pending(st, &age) >= BAL_LOG_MAX;
 		}
-		if (!st->sync_head && !st->closing) {
+		if (!st->sync_head && !st->closing && !full) {
 			bal_pool_get_stats(st->pool, &ps);
-			if (!ps.pending)
+			if (!ps.pending && !bal_log_pending(st, &age))
 				continue;
 		}
 		reqs = st->sync_head;
@@ -237,4 +249,17 @@ void bal_vstore_sync_stop(struct bal_vstore *st)
 	pthread_join(st->sync_thread, NULL);
 	pthread_cond_destroy(&st->sync_cond);
 	st->sync_started = false;
+}
+
+int bal_vstore_stats(struct bal_vstore *st, struct bal_store_stats *out)
+{
+	struct bal_pool_stats ps;
+	uint64_t age;
+
+	bal_pool_get_stats(st->pool, &ps);
+	out->pool_clusters_used = ps.used;
+	out->pool_clusters_free = ps.free;
+	out->pool_clusters_pending = ps.pending;
+	out->map_log_entries = bal_log_pending(st, &age);
+	return 0;
 }

@@ -2,45 +2,64 @@
 /*
  * The data path of a volume: mapping requests to pool segments, trim,
  * write-zeroes and block status.  Each call holds the volume's lock for its
- * whole length, reads only the in-memory index, and records every change of
- * the map with one unsynced RocksDB write before returning (the sync thread
- * makes it durable).  Clusters unmapped here go to the pool's pending list
+ * whole length, reads only the in-memory indexes, and appends every change
+ * of the map to the map log (maplog.c) before returning; the sync thread
+ * makes it durable.  Clusters unmapped here go to the pool's pending list
  * and are reused only after a sync cycle.
+ *
+ * Redirect-on-write: a cluster shared with a snapshot (birth <= the newest
+ * snapshot's epoch), or a clone's cluster still read from its parent, is
+ * never written in place.  A new cluster is allocated, the bytes the
+ * request does not cover are copied into it here, synchronously, under the
+ * volume lock (the first write to a shared cluster pays one cluster copy),
+ * and the old mapping becomes an old version that dies at the current
+ * epoch.  The live read path only consults the live index, so its cost
+ * does not depend on the number of snapshots.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "volume/volume_internal.h"
 
 #define CL_MASK ((uint64_t)BAL_CLUSTER_SIZE - 1)
-#define CHUNK 256	/* clusters per RocksDB batch in long operations */
+#define CHUNK 256	/* clusters per batch in long operations */
+/* Clusters resolved one by one per block status call (snapshots, clones). */
+#define STATUS_SCAN_MAX 65536
 
 enum discard_mode { DISCARD_TRIM, DISCARD_PUNCH, DISCARD_ALLOC };
 
-/* One cluster to (re)map: @fresh ones were just allocated, not yet indexed. */
-struct wclust {
+/*
+ * One cluster to redirect: a new cluster is allocated, the bytes outside
+ * [lo, hi) are copied from @src (BAL_PHYS_NONE: they stay zero), and it
+ * replaces @old (if @has_old) with @flags.
+ */
+struct redir {
 	uint64_t lcl;
 	uint64_t phys;
-	bool fresh;
+	uint64_t src;
+	uint32_t lo, hi;
+	uint32_t flags;
+	bool has_old;
+	struct bal_xent old;
 };
 
 const char *bal_vol_name(const struct bal_volume *vol)
 {
-	return vol->rec->name;
+	return vol->name;
 }
 
 uint64_t bal_vol_size(const struct bal_volume *vol)
 {
-	return atomic_load(&vol->rec->size);
+	return vol->snap ? vol->snap->size : atomic_load(&vol->rec->size);
 }
 
 bool bal_vol_is_readonly(const struct bal_volume *vol)
 {
-	(void)vol;
-	return false;
+	return vol->snap != NULL;
 }
 
 bool bal_vol_is_deleted(const struct bal_volume *vol)
@@ -53,7 +72,17 @@ size_t bal_vol_index_mem(struct bal_volume *vol)
 	size_t n;
 
 	pthread_mutex_lock(&vol->rec->lock);
-	n = bal_xmap_mem(&vol->rec->map);
+	n = bal_xmap_mem(&vol->rec->map) + vol->rec->vers.mem;
+	pthread_mutex_unlock(&vol->rec->lock);
+	return n;
+}
+
+uint64_t bal_vol_lookups(struct bal_volume *vol)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&vol->rec->lock);
+	n = vol->rec->lookups;
 	pthread_mutex_unlock(&vol->rec->lock);
 	return n;
 }
@@ -63,12 +92,12 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
-/* Volume locked: the volume is usable and [off, off+len) inside it. */
-static int check_locked(struct bal_vrec *rec, uint64_t off, uint64_t len, uint64_t *end)
+/* Volume locked: the handle is usable and [off, off+len) inside it. */
+static int check_locked(struct bal_volume *vol, uint64_t off, uint64_t len, uint64_t *end)
 {
-	if (atomic_load(&rec->deleted))
+	if (atomic_load(&vol->rec->deleted))
 		return -ESHUTDOWN;
-	if (!len || __builtin_add_overflow(off, len, end) || *end > atomic_load(&rec->size))
+	if (!len || __builtin_add_overflow(off, len, end) || *end > bal_vol_size(vol))
 		return -EINVAL;
 	return 0;
 }
@@ -89,80 +118,189 @@ static void add_seg(struct bal_seg *segs, size_t *n, uint64_t phys, uint32_t len
 	(*n)++;
 }
 
-static void unalloc_fresh(struct bal_vstore *st, const struct wclust *w, size_t n)
+/* The simple case: the live volume of a volume that is not a clone. */
+static bool plain(const struct bal_volume *vol)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (w[i].fresh)
-			bal_pool_unalloc(st->pool, w[i].phys);
+	return !vol->snap && !vol->rec->parent;
+}
+
+/* Volume locked: what @vol shows at @lcl (false: a hole). */
+static bool lookup(struct bal_volume *vol, uint64_t lcl, struct bal_xent *out)
+{
+	struct bal_vrec *rec = vol->rec;
+	const struct bal_xent *e;
+
+	if (plain(vol)) {
+		rec->lookups++;
+		e = bal_xmap_find(&rec->map, lcl);
+		if (e)
+			*out = *e;
+		return e != NULL;
 	}
+	if (vol->snap)
+		return bal_resolve(rec, vol->snap->epoch, vol->snap->plimit, lcl, out);
+	return bal_resolve(rec, BAL_EPOCH_LIVE, rec->plimit, lcl, out);
+}
+
+static bool reads_zero(const struct bal_xent *e)
+{
+	return e->flags & (BAL_XENT_ZERO | BAL_XENT_HOLE);
+}
+
+int bal_pool_copy(struct bal_vstore *st, uint64_t src, uint64_t dst, uint64_t lo, uint64_t hi)
+{
+	int fd = bal_pool_fd(st->pool);
+	loff_t in = (loff_t)((src << BAL_CLUSTER_SHIFT) + lo);
+	loff_t out = (loff_t)((dst << BAL_CLUSTER_SHIFT) + lo);
+	size_t left = (size_t)(hi - lo);
+	uint8_t *buf = NULL;
+	int ret = 0;
+
+	while (left) {
+		ssize_t n = copy_file_range(fd, &in, fd, &out, left, 0);
+
+		if (n > 0) {
+			left -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		break;
+	}
+	if (!left)
+		return 0;
+	/* Not supported here (or a short copy): plain reads and writes. */
+	buf = malloc(BAL_CLUSTER_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	while (left) {
+		ssize_t r = pread(fd, buf, left, in), w = 0;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r > 0)
+			w = pwrite(fd, buf, (size_t)r, out);
+		if (r <= 0 || w != r) {
+			ret = r < 0 || w < 0 ? -errno : -EIO;
+			bal_err("store %s: copy of cluster %" PRIu64 " to %" PRIu64 ": %s", st->dir,
+				src, dst, strerror(-ret));
+			break;
+		}
+		in += r;
+		out += r;
+		left -= (size_t)r;
+	}
+	free(buf);
+	return ret;
 }
 
 /*
- * Volume locked: map every cluster of @w with @flags (fresh clusters become
- * mapped, the others get @flags).  Written to RocksDB unsynced, then to the
- * index.  On error nothing changed and the fresh clusters are given back.
+ * Volume locked: the live mapping @old of @lcl is being replaced or
+ * dropped.  Shared, it becomes an old version dying now; otherwise its
+ * cluster is freed.  0 or -ENOMEM (then nothing changed).
  */
-static int commit(struct bal_vstore *st, struct bal_vrec *rec, const struct wclust *w,
-		  size_t n, uint32_t flags)
+static int retire(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
+		  const struct bal_xent *old)
 {
-	uint8_t key[BAL_MAP_KEY_LEN], val[BAL_MAP_VAL_LEN];
-	struct bal_kv_batch *b;
+	struct bal_ver v;
+	int ret;
+
+	if (bal_xent_shared(rec, old)) {
+		v = (struct bal_ver){ .lcl = lcl, .phys = old->phys, .birth = old->birth,
+				      .death = rec->epoch, .flags = old->flags };
+		ret = bal_vers_add(&rec->vers, &v);
+		if (ret)
+			return ret;
+		bal_log_ver_put(st, rec->id, &v);
+	} else if (bal_xent_owns(old)) {
+		bal_pool_release(st->pool, old->phys);
+	}
+	return 0;
+}
+
+/*
+ * Volume locked: carry out @n redirections (allocate, copy, map).  All
+ * clusters are allocated first: on -ENOSPC nothing changed.  Later errors
+ * (-ENOMEM, pool I/O) may leave the first ones done, which changes no
+ * content.
+ */
+static int redirect(struct bal_vstore *st, struct bal_vrec *rec, struct redir *r, size_t n)
+{
+	size_t i, j, k = 0;
 	struct bal_xent e;
-	size_t i, j, k;
 	int ret = 0;
 
-	for (i = 0; i < n; i = j) {
-		j = i + 1;
-		if (!w[i].fresh)
-			continue;
-		while (j < n && w[j].fresh && w[j].phys == w[j - 1].phys + 1)
-			j++;
-		ret = bal_pool_reserve(st->pool, w[i].phys, w[j - 1].phys - w[i].phys + 1);
+	for (k = 0; k < n; k++) {
+		ret = bal_pool_alloc(st->pool, &r[k].phys);
 		if (ret)
 			goto err_unalloc;
 	}
-	for (k = 0; k < n; k++) {
-		if (!w[k].fresh)
-			continue;
-		e = (struct bal_xent){ .phys = w[k].phys, .birth = 0, .flags = flags };
-		ret = bal_xmap_set(&rec->map, w[k].lcl, &e);
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1; j < n && r[j].phys == r[j - 1].phys + 1; j++)
+			;
+		ret = bal_pool_reserve(st->pool, r[i].phys, r[j - 1].phys - r[i].phys + 1);
 		if (ret)
-			goto err_unindex;
+			goto err_unalloc;
 	}
-	ret = -ENOMEM;
-	b = bal_kv_batch_create();
-	if (!b)
-		goto err_unindex;
 	for (i = 0; i < n; i++) {
-		e = *bal_xmap_find(&rec->map, w[i].lcl);
-		e.flags = flags;
-		bal_key_map(key, rec->id, w[i].lcl);
-		bal_map_val(val, &e);
-		bal_kv_batch_put(b, key, sizeof(key), val, sizeof(val));
+		if (r[i].src == BAL_PHYS_NONE)
+			continue;
+		ret = r[i].lo ? bal_pool_copy(st, r[i].src, r[i].phys, 0, r[i].lo) : 0;
+		if (!ret && r[i].hi < BAL_CLUSTER_SIZE)
+			ret = bal_pool_copy(st, r[i].src, r[i].phys, r[i].hi, BAL_CLUSTER_SIZE);
+		if (ret)
+			goto err_unalloc;
 	}
-	ret = bal_kv_write(st->kv, b, false);
-	bal_kv_batch_destroy(b);
-	if (ret) {
-		/* The write may have reached the WAL: do not reuse at once. */
-		for (i = 0; i < n; i++) {
-			if (w[i].fresh) {
-				bal_xmap_remove(&rec->map, w[i].lcl, NULL);
-				bal_pool_release(st->pool, w[i].phys);
-			}
-		}
-		return ret;
+	for (i = 0; i < n; i++) {
+		e = (struct bal_xent){ .phys = r[i].phys, .birth = rec->epoch, .flags = r[i].flags };
+		ret = r[i].has_old ? retire(st, rec, r[i].lcl, &r[i].old) : 0;
+		/* Replacing an existing entry cannot fail; inserting may. */
+		if (!ret)
+			ret = bal_xmap_set(&rec->map, r[i].lcl, &e);
+		if (ret)
+			goto err_unalloc_from;
+		bal_log_map_put(st, rec->id, r[i].lcl, &e);
 	}
-	for (i = 0; i < n; i++)
-		bal_xmap_find(&rec->map, w[i].lcl)->flags = flags;
 	return 0;
-err_unindex:
-	while (k-- > 0) {
-		if (w[k].fresh)
-			bal_xmap_remove(&rec->map, w[k].lcl, NULL);
-	}
-err_unalloc:
-	unalloc_fresh(st, w, n);
+err_unalloc_from:
+	for (; i < n; i++)
+		bal_pool_unalloc(st->pool, r[i].phys);
 	return ret;
+err_unalloc:
+	for (i = 0; i < k; i++)
+		bal_pool_unalloc(st->pool, r[i].phys);
+	return ret;
+}
+
+/*
+ * Volume locked: fill @r for cluster @lcl whose bytes [lo, hi) are about to
+ * be overwritten (or zeroed) and the rest must be kept.  Returns false when
+ * the cluster can be used in place (@e is then its unshared data entry, or
+ * there is nothing to keep).
+ */
+static void plan_redirect(struct bal_vrec *rec, uint64_t lcl, const struct bal_xent *e,
+			  uint32_t lo, uint32_t hi, uint32_t flags, struct redir *r)
+{
+	struct bal_xent pe;
+
+	*r = (struct redir){ .lcl = lcl, .src = BAL_PHYS_NONE, .lo = lo, .hi = hi,
+			     .flags = flags };
+	if (e) {
+		r->has_old = true;
+		r->old = *e;
+		if (!reads_zero(e))
+			r->src = e->phys;
+	} else if (bal_resolve_parent(rec, rec->plimit, lcl, &pe) && !reads_zero(&pe)) {
+		r->src = pe.phys;
+	}
+	if (lo == 0 && hi == BAL_CLUSTER_SIZE)
+		r->src = BAL_PHYS_NONE;
+}
+
+/* An entry the request may write in place. */
+static bool in_place(const struct bal_vrec *rec, const struct bal_xent *e)
+{
+	return e && bal_xent_owns(e) && !(e->flags & BAL_XENT_ZERO) && !bal_xent_shared(rec, e);
 }
 
 int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
@@ -173,7 +311,7 @@ int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
 	int ret;
 
 	pthread_mutex_lock(&rec->lock);
-	ret = check_locked(rec, off, len, &end);
+	ret = check_locked(vol, off, len, &end);
 	if (ret)
 		goto out_unlock;
 	first = off >> BAL_CLUSTER_SHIFT;
@@ -186,11 +324,11 @@ int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
 	pos = off;
 	for (uint64_t cl = first; cl <= last; cl++) {
 		uint64_t cend = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT), phys;
-		const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
+		struct bal_xent e;
 
 		/* A ZERO cluster holds zeroes: no need to read it. */
-		if (e && !(e->flags & BAL_XENT_ZERO))
-			phys = (e->phys << BAL_CLUSTER_SHIFT) + (pos & CL_MASK);
+		if (lookup(vol, cl, &e) && !reads_zero(&e))
+			phys = (e.phys << BAL_CLUSTER_SHIFT) + (pos & CL_MASK);
 		else
 			phys = BAL_SEG_HOLE;
 		add_seg(segs, n, phys, (uint32_t)(cend - pos));
@@ -201,38 +339,40 @@ out_unlock:
 	return ret;
 }
 
-/* Volume locked: make every cluster of [first, last] mapped and not ZERO. */
-static int prepare_write(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first,
-			 uint64_t last, size_t need)
+/* Volume locked: make every cluster of [off, end) writable in place. */
+static int prepare_write(struct bal_vstore *st, struct bal_vrec *rec, uint64_t off,
+			 uint64_t end, size_t need)
 {
-	struct wclust *w;
+	uint64_t first = off >> BAL_CLUSTER_SHIFT, last = (end - 1) >> BAL_CLUSTER_SHIFT;
+	struct redir *r;
 	size_t k = 0;
-	int ret;
+	int ret = 0;
 
-	w = malloc(need * sizeof(*w));
-	if (!w)
+	r = malloc(need * sizeof(*r));
+	if (!r)
 		return -ENOMEM;
 	for (uint64_t cl = first; cl <= last; cl++) {
-		const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
+		struct bal_xent *e = bal_xmap_find(&rec->map, cl);
+		uint64_t cbase = cl << BAL_CLUSTER_SHIFT;
+		uint32_t lo = (uint32_t)(off > cbase ? off - cbase : 0);
+		uint32_t hi = (uint32_t)min_u64(end - cbase, BAL_CLUSTER_SIZE);
 
-		if (e && !(e->flags & BAL_XENT_ZERO))
+		if (in_place(rec, e))
 			continue;
-		w[k].lcl = cl;
-		w[k].fresh = !e;
-		if (e) {
-			w[k].phys = e->phys;
-		} else {
-			ret = bal_pool_alloc(st->pool, &w[k].phys);
-			if (ret) {
-				unalloc_fresh(st, w, k);
-				goto out_free;
-			}
+		if (e && bal_xent_owns(e) && !bal_xent_shared(rec, e)) {
+			/* An unshared ZERO cluster holds zeroes: write it in place. */
+			struct bal_xent ne = *e;
+
+			ne.flags &= ~BAL_XENT_ZERO;
+			*e = ne;
+			bal_log_map_put(st, rec->id, cl, &ne);
+			continue;
 		}
-		k++;
+		plan_redirect(rec, cl, e, lo, hi, 0, &r[k++]);
 	}
-	ret = commit(st, rec, w, k, 0);
-out_free:
-	free(w);
+	if (k)
+		ret = redirect(st, rec, r, k);
+	free(r);
 	return ret;
 }
 
@@ -247,7 +387,7 @@ int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 	if (bal_vol_is_readonly(vol))
 		return -EPERM;
 	pthread_mutex_lock(&rec->lock);
-	ret = check_locked(rec, off, len, &end);
+	ret = check_locked(vol, off, len, &end);
 	if (ret)
 		goto out_unlock;
 	first = off >> BAL_CLUSTER_SHIFT;
@@ -256,12 +396,11 @@ int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 	if (last - first >= max)
 		goto out_unlock;
 	for (uint64_t cl = first; cl <= last; cl++) {
-		const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
-
-		if (!e || (e->flags & BAL_XENT_ZERO))
+		rec->lookups++;
+		if (!in_place(rec, bal_xmap_find(&rec->map, cl)))
 			need++;
 	}
-	ret = need ? prepare_write(vol->st, rec, first, last, need) : 0;
+	ret = need ? prepare_write(vol->st, rec, off, end, need) : 0;
 	if (ret) {
 		if (ret != -ENOSPC)
 			bal_err("volume %s: map write at %" PRIu64 "+%" PRIu32 ": %s", rec->name,
@@ -283,43 +422,52 @@ out_unlock:
 	return ret;
 }
 
+int bal_vrec_materialize(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl)
+{
+	struct redir r;
+
+	if (bal_xmap_find(&rec->map, lcl))
+		return 0;
+	plan_redirect(rec, lcl, NULL, 0, 0, 0, &r);
+	return r.src == BAL_PHYS_NONE ? 0 : redirect(st, rec, &r, 1);
+}
+
+/* Volume locked: a clone's cluster that its parent shows with data. */
+static bool parent_has(struct bal_vrec *rec, uint64_t lcl)
+{
+	struct bal_xent pe;
+
+	return bal_resolve_parent(rec, rec->plimit, lcl, &pe) && !reads_zero(&pe);
+}
+
 int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, uint64_t end)
 {
-	struct {
-		uint64_t lcl, phys;
-	} v[CHUNK];
-	uint8_t key[BAL_MAP_KEY_LEN];
-	uint64_t lcl = first, found;
-	struct bal_kv_batch *b;
+	const struct bal_xent hole = { .phys = BAL_PHYS_NONE, .birth = rec->epoch,
+				       .flags = BAL_XENT_HOLE };
+	uint64_t lcl = first, found, pend;
 	struct bal_xent e;
-	size_t k;
 	int ret;
 
-	do {
-		for (k = 0; k < CHUNK && bal_xmap_next(&rec->map, lcl, &found, &e) && found < end;
-		     k++) {
-			v[k].lcl = found;
-			v[k].phys = e.phys;
-			lcl = found + 1;
-		}
-		if (!k)
-			break;
-		b = bal_kv_batch_create();
-		if (!b)
-			return -ENOMEM;
-		for (size_t i = 0; i < k; i++) {
-			bal_key_map(key, rec->id, v[i].lcl);
-			bal_kv_batch_delete(b, key, sizeof(key));
-		}
-		ret = bal_kv_write(st->kv, b, false);
-		bal_kv_batch_destroy(b);
+	while (bal_xmap_next(&rec->map, lcl, &found, &e) && found < end) {
+		lcl = found + 1;
+		if (e.flags & BAL_XENT_HOLE)
+			continue;	/* already reads as zeroes, hides the parent */
+		ret = retire(st, rec, found, &e);
 		if (ret)
 			return ret;
-		for (size_t i = 0; i < k; i++) {
-			bal_xmap_remove(&rec->map, v[i].lcl, NULL);
-			bal_pool_release(st->pool, v[i].phys);
-		}
-	} while (k == CHUNK);
+		bal_xmap_remove(&rec->map, found, NULL);
+		bal_log_map_del(st, rec->id, found);
+	}
+	/* A clone must not show its parent where it was trimmed. */
+	pend = rec->parent ? min_u64(end, rec->plimit) : 0;
+	for (lcl = first; lcl < pend; lcl++) {
+		if (bal_xmap_find(&rec->map, lcl) || !parent_has(rec, lcl))
+			continue;
+		ret = bal_xmap_set(&rec->map, lcl, &hole);
+		if (ret)
+			return ret;
+		bal_log_map_put(st, rec->id, lcl, &hole);
+	}
 	return 0;
 }
 
@@ -327,66 +475,67 @@ int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, 
 static int zero_alloc(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first,
 		      uint64_t end)
 {
-	struct wclust *w;
+	struct redir *r;
 	uint64_t cl = first;
 	size_t k;
 	int ret = 0;
 
-	w = malloc(CHUNK * sizeof(*w));
-	if (!w)
+	r = malloc(CHUNK * sizeof(*r));
+	if (!r)
 		return -ENOMEM;
-	while (cl < end) {
+	while (cl < end && !ret) {
 		for (k = 0; cl < end && k < CHUNK; cl++) {
-			const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
+			struct bal_xent *e = bal_xmap_find(&rec->map, cl);
 
-			if (e && (e->flags & BAL_XENT_ZERO))
+			if (e && bal_xent_owns(e) && (e->flags & BAL_XENT_ZERO))
 				continue;
-			w[k].lcl = cl;
-			w[k].fresh = !e;
-			if (e) {
-				w[k].phys = e->phys;
+			if (in_place(rec, e)) {
 				ret = bal_pool_zero(st->pool, e->phys << BAL_CLUSTER_SHIFT,
 						    BAL_CLUSTER_SIZE, false);
-			} else {
-				ret = bal_pool_alloc(st->pool, &w[k].phys);
+				if (ret)
+					break;
+				e->flags |= BAL_XENT_ZERO;
+				bal_log_map_put(st, rec->id, cl, e);
+				continue;
 			}
-			if (ret) {
-				unalloc_fresh(st, w, k);
-				goto out_free;
-			}
-			k++;
+			plan_redirect(rec, cl, e, 0, BAL_CLUSTER_SIZE, BAL_XENT_ZERO, &r[k++]);
 		}
-		ret = k ? commit(st, rec, w, k, BAL_XENT_ZERO) : 0;
-		if (ret)
-			break;
+		if (!ret && k)
+			ret = redirect(st, rec, r, k);
 	}
-out_free:
-	free(w);
+	free(r);
 	return ret;
 }
 
-/* Volume locked: [lo, hi) inside cluster @cl reads as zeroes. */
-static int zero_partial(struct bal_vstore *st, struct bal_vrec *rec, uint64_t cl,
-			uint64_t lo, uint64_t hi, enum discard_mode mode)
+int bal_vrec_zero_partial(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
+			  uint64_t lo, uint64_t hi, bool punch)
 {
-	const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
+	struct bal_xent *e = bal_xmap_find(&rec->map, lcl);
+	struct redir r;
 
-	if (!e || (e->flags & BAL_XENT_ZERO))
+	lo &= CL_MASK;
+	hi = hi - (lcl << BAL_CLUSTER_SHIFT);
+	if (in_place(rec, e))
+		return bal_pool_zero(st->pool, (e->phys << BAL_CLUSTER_SHIFT) + lo, hi - lo, punch);
+	if (e && reads_zero(e))
 		return 0;
-	return bal_pool_zero(st->pool, (e->phys << BAL_CLUSTER_SHIFT) + (lo & CL_MASK), hi - lo,
-			     mode != DISCARD_ALLOC);
+	plan_redirect(rec, lcl, e, (uint32_t)lo, (uint32_t)hi, 0, &r);
+	if (!e && r.src == BAL_PHYS_NONE)
+		return 0;	/* a hole, here and in any parent */
+	return redirect(st, rec, &r, 1);
 }
 
 static int discard(struct bal_volume *vol, uint64_t off, uint64_t len, enum discard_mode mode)
 {
 	struct bal_vrec *rec = vol->rec;
 	uint64_t end, size, head, wfirst, wend, tail;
+	bool punch = mode != DISCARD_ALLOC;
 	int ret;
 
 	if (bal_vol_is_readonly(vol))
 		return -EPERM;
 	pthread_mutex_lock(&rec->lock);
-	ret = check_locked(rec, off, len, &end);
+	ret = check_locked(vol, off, len, &end);
 	if (ret)
 		goto out_unlock;
 	size = atomic_load(&rec->size);
@@ -396,8 +545,8 @@ static int discard(struct bal_volume *vol, uint64_t off, uint64_t len, enum disc
 	wend = end == size ? bal_size_clusters(size) : end >> BAL_CLUSTER_SHIFT;
 	tail = end >> BAL_CLUSTER_SHIFT;
 	if (off & CL_MASK)
-		ret = zero_partial(vol->st, rec, head, off,
-				   min_u64(end, (head + 1) << BAL_CLUSTER_SHIFT), mode);
+		ret = bal_vrec_zero_partial(vol->st, rec, head, off,
+					    min_u64(end, (head + 1) << BAL_CLUSTER_SHIFT), punch);
 	if (!ret && wfirst < wend) {
 		if (mode == DISCARD_ALLOC)
 			ret = zero_alloc(vol->st, rec, wfirst, wend);
@@ -405,8 +554,10 @@ static int discard(struct bal_volume *vol, uint64_t off, uint64_t len, enum disc
 			ret = bal_vrec_unmap(vol->st, rec, wfirst, wend);
 	}
 	if (!ret && end != size && (end & CL_MASK) && !((off & CL_MASK) && tail == head))
-		ret = zero_partial(vol->st, rec, tail, tail << BAL_CLUSTER_SHIFT > off ?
-					      tail << BAL_CLUSTER_SHIFT : off, end, mode);
+		ret = bal_vrec_zero_partial(vol->st, rec, tail,
+					    tail << BAL_CLUSTER_SHIFT > off ? tail << BAL_CLUSTER_SHIFT
+									    : off,
+					    end, punch);
 	if (ret && ret != -ENOSPC)
 		bal_err("volume %s: %s at %" PRIu64 "+%" PRIu64 ": %s", rec->name,
 			mode == DISCARD_TRIM ? "trim" : "zero", off, len, strerror(-ret));
@@ -425,15 +576,22 @@ int bal_vol_zero(struct bal_volume *vol, uint64_t off, uint64_t len, bool may_pu
 	return discard(vol, off, len, may_punch ? DISCARD_PUNCH : DISCARD_ALLOC);
 }
 
+static uint32_t ext_flags(bool mapped, const struct bal_xent *e)
+{
+	if (!mapped || (e->flags & BAL_XENT_HOLE))
+		return BAL_EXT_HOLE | BAL_EXT_ZERO;
+	return (e->flags & BAL_XENT_ZERO) ? BAL_EXT_ZERO : 0;
+}
+
 int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
 			 struct bal_extent *ext, size_t max, size_t *n)
 {
 	struct bal_vrec *rec = vol->rec;
-	uint64_t end, pos;
+	uint64_t end, pos, scanned = 0;
 	int ret;
 
 	pthread_mutex_lock(&rec->lock);
-	ret = check_locked(rec, off, len, &end);
+	ret = check_locked(vol, off, len, &end);
 	if (!ret && !max)
 		ret = -EINVAL;
 	if (ret)
@@ -443,14 +601,23 @@ int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
 		uint64_t cl = pos >> BAL_CLUSTER_SHIFT, found, next;
 		struct bal_xent e;
 		uint32_t flags;
-		bool any = bal_xmap_next(&rec->map, cl, &found, &e);
 
-		if (any && found == cl) {
-			flags = (e.flags & BAL_XENT_ZERO) ? BAL_EXT_ZERO : 0;
-			next = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT);
+		if (plain(vol)) {
+			bool any = bal_xmap_next(&rec->map, cl, &found, &e);
+
+			if (any && found == cl) {
+				flags = ext_flags(true, &e);
+				next = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT);
+			} else {
+				flags = BAL_EXT_HOLE | BAL_EXT_ZERO;
+				next = any ? min_u64(end, found << BAL_CLUSTER_SHIFT) : end;
+			}
 		} else {
-			flags = BAL_EXT_HOLE | BAL_EXT_ZERO;
-			next = any ? min_u64(end, found << BAL_CLUSTER_SHIFT) : end;
+			/* Resolved cluster by cluster; may cover less than asked. */
+			if (scanned++ == STATUS_SCAN_MAX && *n)
+				break;
+			flags = ext_flags(lookup(vol, cl, &e), &e);
+			next = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT);
 		}
 		if (*n && ext[*n - 1].flags == flags) {
 			ext[*n - 1].len += next - pos;

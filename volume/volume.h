@@ -186,6 +186,17 @@ struct bal_range {
 int bal_vstore_snap_diff(struct bal_vstore *st, const char *vol, const char *from,
 			 const char *to, struct bal_range **out, size_t *n);
 
+/* Pool and map-log counters of the store (statistics and tests). */
+struct bal_store_stats {
+	uint64_t pool_clusters_used;	/* referenced by a map, a snapshot or a clone */
+	uint64_t pool_clusters_free;	/* ready for reuse */
+	uint64_t pool_clusters_pending;	/* freed, recycled after the next sync cycles */
+	uint64_t map_log_entries;	/* map changes not yet written to RocksDB */
+};
+
+/* Fill @out.  Any thread.  0 (always). */
+int bal_vstore_stats(struct bal_vstore *st, struct bal_store_stats *out);
+
 /* ---- data path ---- */
 
 /*
