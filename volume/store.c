@@ -206,7 +206,7 @@ static int load_maps(struct bal_vstore *st)
 	const uint8_t lo = BAL_KEY_MAP, hi = BAL_KEY_MAP + 1;
 	struct bal_kv_batch *orphans;
 	struct bal_kv_iter *it;
-	uint64_t n = 0;
+	uint64_t n = 0, nzero = 0;
 	int ret;
 
 	orphans = bal_kv_batch_create();
@@ -256,6 +256,18 @@ static int load_maps(struct bal_vstore *st)
 			if (ret)
 				goto out_iter;
 		}
+		/*
+		 * A ZERO cluster is written in place on its next write, so it must
+		 * hold zeroes; after a crash it may hold the bytes of a write whose
+		 * map change (clearing the flag) was lost.
+		 */
+		if (bal_xent_owns(&e) && (e.flags & BAL_XENT_ZERO)) {
+			ret = bal_pool_zero(st->pool, e.phys << BAL_CLUSTER_SHIFT,
+					    BAL_CLUSTER_SIZE, false);
+			if (ret)
+				goto out_iter;
+			nzero++;
+		}
 		if (e.birth > rec->epoch)
 			rec->epoch = e.birth;
 		ret = bal_xmap_set(&rec->map, lcl, &e);
@@ -271,8 +283,8 @@ static int load_maps(struct bal_vstore *st)
 			 bal_kv_batch_count(orphans));
 		ret = bal_kv_write(st->kv, orphans, true);
 	}
-	bal_info("store %s: %zu volumes, %" PRIu64 " mapped clusters", st->dir,
-		 st->nvols, n);
+	bal_info("store %s: %zu volumes, %" PRIu64 " mapped clusters (%" PRIu64 " zeroed)",
+		 st->dir, st->nvols, n, nzero);
 out_iter:
 	bal_kv_iter_destroy(it);
 out_batch:
