@@ -52,6 +52,7 @@ void conn_unref(struct conn *c)
 		 c->nreads, c->bytes_read, c->nwrites, c->bytes_written);
 	srv_conn_gone(c->srv, c);
 	close(c->fd);
+	cio_close(c);
 	bal_vol_close(c->vol);
 	free(c->opt);
 	free(c->drain_buf);

@@ -86,6 +86,10 @@ static void enter_transmission(struct conn *c, struct bal_volume *vol)
 	c->vol = vol;
 	c->tflags = export_flags(c, vol);
 	c->transmission = true;
+	if (cio_open(c) < 0) {
+		conn_close(c, "cannot set up the volume's cipher");
+		return;
+	}
 	conn_clear_deadline(c);
 	free(c->opt);
 	c->opt = NULL;

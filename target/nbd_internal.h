@@ -31,6 +31,7 @@
 
 struct conn;
 struct req;
+struct bal_xts_ctx;
 
 /* An outgoing message: up to 4 iovecs; the owner frees it in done(). */
 struct out {
@@ -88,6 +89,7 @@ struct conn {
 	bool meta_base;			/* base:allocation selected */
 	uint32_t meta_id;
 	struct bal_volume *vol;
+	struct bal_xts_ctx *xts;	/* encrypted volume: this connection's cipher */
 	uint16_t tflags;
 
 	/* Transmission accounting. */
@@ -120,6 +122,17 @@ void tx_start(struct conn *c);
 void tx_drain(struct conn *c);
 /* The receive in progress ended without its data: drop its request. */
 void tx_rx_aborted(struct conn *c);
+
+/* crypt_io.c: encrypted volumes (4 KiB XTS units). */
+#define CIO_UNIT 4096u
+int cio_open(struct conn *c);
+void cio_close(struct conn *c);
+int cio_decrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len);
+int cio_encrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len);
+int cio_align_write(struct conn *c, uint64_t off, uint32_t len, const uint8_t *data,
+		    uint8_t **out, uint64_t *aoff, uint32_t *alen);
+int cio_zero_edges(struct conn *c, uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen);
+void cio_trim_range(uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen);
 
 /* server.c, for the connection code */
 struct bal_vstore *srv_store(struct bal_server *srv);

@@ -36,6 +36,9 @@ struct req {
 	uint32_t len;
 	uint16_t type, flags;
 	uint8_t *buf;
+	uint64_t ioff;			/* pool I/O range: [off, off+len) widened to */
+	uint32_t ilen;			/* whole 4 KiB units on encrypted volumes */
+	uint32_t doff;			/* the client's bytes start at buf + doff */
 	int err;			/* -errno of the first failure */
 	unsigned pending;		/* pool I/Os in flight */
 	bool all_hole;
@@ -103,7 +106,7 @@ static void req_free(struct req *r)
 
 	unpin(r);
 	c->inflight--;
-	c->inflight_bytes -= (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->len : 0;
+	c->inflight_bytes -= (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->ilen : 0;
 	free(r->buf);
 	free(r);
 	if (c->rx_paused && !over_limits(c)) {
@@ -149,7 +152,7 @@ static void req_reply(struct req *r, int err, const char *msg)
 		bal_put_be64(o->hdr + 8, r->cookie);
 		o->iov[0] = (struct iovec){ o->hdr, 16 };
 		if (!err && r->type == NBD_CMD_READ) {
-			o->iov[1] = (struct iovec){ r->buf, r->len };
+			o->iov[1] = (struct iovec){ r->buf + r->doff, r->len };
 			o->iovcnt = 2;
 		}
 		conn_send(c, o);
@@ -180,7 +183,7 @@ static void req_reply(struct req *r, int err, const char *msg)
 		bal_put_be32(o->hdr + 16, 8 + r->len);
 		bal_put_be64(o->hdr + 20, r->off);
 		o->iov[0] = (struct iovec){ o->hdr, 28 };
-		o->iov[1] = (struct iovec){ r->buf, r->len };
+		o->iov[1] = (struct iovec){ r->buf + r->doff, r->len };
 		o->iovcnt = 2;
 	}
 	conn_send(c, o);
@@ -220,6 +223,8 @@ static void req_finish(struct req *r, bool durable)
 {
 	int ret;
 
+	if (!r->err && r->type == NBD_CMD_READ && r->c->xts && !r->all_hole)
+		r->err = cio_decrypt(r->c, r->ioff, r->buf, r->ilen);
 	if (r->err) {
 		req_fail(r, r->err);
 		return;
@@ -271,27 +276,64 @@ static void seg_done(struct bal_io *io, int res)
 	req_finish(r, r->type == NBD_CMD_WRITE && (r->flags & NBD_CMD_FLAG_FUA));
 }
 
+/*
+ * Encrypted volume: turn the payload into ciphertext of whole 4 KiB units
+ * (in place when aligned; else a new buffer with the edge units merged).
+ */
+static int encrypt_write(struct req *r)
+{
+	struct conn *c = r->c;
+	uint8_t *abuf;
+	uint64_t aoff;
+	uint32_t alen;
+	int ret;
+
+	if (!(r->off % CIO_UNIT) && !(r->len % CIO_UNIT))
+		return cio_encrypt(c, r->off, r->buf, r->len);
+	ret = cio_align_write(c, r->off, r->len, r->buf, &abuf, &aoff, &alen);
+	if (ret < 0)
+		return ret;
+	free(r->buf);
+	r->buf = abuf;
+	c->inflight_bytes += alen - r->ilen;
+	r->ioff = aoff;
+	r->ilen = alen;
+	return 0;
+}
+
 /* Map the request and queue one pool I/O per segment. */
 static void do_rw(struct req *r)
 {
 	struct conn *c = r->c;
 	int fd = bal_vstore_pool_fd(srv_store(c->srv));
 	struct bal_seg *segs;
-	size_t n = 0, max = bal_vol_max_segs(r->len);
+	size_t n = 0, max;
 	uint32_t pos = 0;
 	int ret;
 
+	r->io_token = bal_vstore_io_begin(srv_store(c->srv));
+	r->pinned = true;
+	if (r->type == NBD_CMD_WRITE && c->xts) {
+		ret = encrypt_write(r);
+		if (ret < 0) {
+			req_fail(r, ret);
+			return;
+		}
+	}
+	max = bal_vol_max_segs(r->ilen);
+	if (max > r->nsegs) {
+		req_fail(r, -EINVAL);
+		return;
+	}
 	segs = malloc(max * sizeof(*segs));
 	if (!segs) {
 		req_fail(r, -ENOMEM);
 		return;
 	}
-	r->io_token = bal_vstore_io_begin(srv_store(c->srv));
-	r->pinned = true;
 	if (r->type == NBD_CMD_READ)
-		ret = bal_vol_map_read(c->vol, r->off, r->len, segs, max, &n);
+		ret = bal_vol_map_read(c->vol, r->ioff, r->ilen, segs, max, &n);
 	else
-		ret = bal_vol_map_write(c->vol, r->off, r->len, segs, max, &n);
+		ret = bal_vol_map_write(c->vol, r->ioff, r->ilen, segs, max, &n);
 	if (ret < 0) {
 		free(segs);
 		req_fail(r, ret);
@@ -364,6 +406,34 @@ static void do_block_status(struct req *r)
 	conn_send(c, o);
 }
 
+/*
+ * TRIM and WRITE_ZEROES.  On an encrypted volume only whole 4 KiB units can
+ * be zeroed by the map (a zero unit in the pool reads as zeroes); the
+ * partial units at the edges of a zero are rewritten as encrypted zeroes,
+ * and those of a trim are left alone (TRIM is advisory).
+ */
+static int do_trim_zero(struct req *r, bool zero)
+{
+	struct conn *c = r->c;
+	bool punch = !(r->flags & NBD_CMD_FLAG_NO_HOLE);
+	uint64_t off = r->off, len = r->len;
+	unsigned tok;
+	int ret = 0;
+
+	if (c->xts) {
+		if (zero) {
+			tok = bal_vstore_io_begin(srv_store(c->srv));
+			ret = cio_zero_edges(c, r->off, r->len, &off, &len);
+			bal_vstore_io_end(srv_store(c->srv), tok);
+		} else {
+			cio_trim_range(r->off, r->len, &off, &len);
+		}
+		if (ret < 0 || !len)
+			return ret;
+	}
+	return zero ? bal_vol_zero(c->vol, off, len, punch) : bal_vol_trim(c->vol, off, len);
+}
+
 static void dispatch(struct req *r)
 {
 	struct conn *c = r->c;
@@ -384,11 +454,11 @@ static void dispatch(struct req *r)
 		req_finish(r, true);
 		return;
 	case NBD_CMD_TRIM:
-		r->err = bal_vol_trim(c->vol, r->off, r->len);
+		r->err = do_trim_zero(r, false);
 		req_finish(r, fua);
 		return;
 	case NBD_CMD_WRITE_ZEROES:
-		r->err = bal_vol_zero(c->vol, r->off, r->len, !(r->flags & NBD_CMD_FLAG_NO_HOLE));
+		r->err = do_trim_zero(r, true);
 		req_finish(r, fua);
 		return;
 	case NBD_CMD_BLOCK_STATUS:
@@ -546,7 +616,7 @@ static void on_header(struct conn *c)
 		return;
 	}
 	r = req_new(c, err ? 0 : (type == NBD_CMD_READ || type == NBD_CMD_WRITE) ?
-			bal_vol_max_segs(len) : 0);
+			bal_vol_max_segs(len) + (c->xts ? 2 : 0) : 0);
 	if (!r) {
 		conn_close(c, "out of memory for a request");
 		return;
@@ -554,11 +624,14 @@ static void on_header(struct conn *c)
 	r->cookie = cookie;
 	r->off = off;
 	r->len = len;
+	r->ioff = off;
+	r->ilen = len;
 	r->type = type;
 	r->flags = flags;
 	if (err) {
 		r->err = err;
 		r->len = 0;
+		r->ilen = 0;
 		if (type == NBD_CMD_WRITE && len) {
 			if (!c->drain_buf && !(c->drain_buf = malloc(65536))) {
 				conn_close(c, "out of memory");
@@ -575,15 +648,21 @@ static void on_header(struct conn *c)
 		next_header(c);
 		return;
 	}
+	if (type == NBD_CMD_READ && c->xts) {
+		/* Decryption works on whole units: read the units around the range. */
+		r->ioff = off & ~(uint64_t)(CIO_UNIT - 1);
+		r->ilen = (uint32_t)(((off + len + CIO_UNIT - 1) & ~(uint64_t)(CIO_UNIT - 1)) - r->ioff);
+		r->doff = (uint32_t)(off - r->ioff);
+	}
 	if (type == NBD_CMD_READ || type == NBD_CMD_WRITE) {
-		r->buf = malloc(len);
+		r->buf = malloc(r->ilen);
 		if (!r->buf) {
-			r->len = 0;
+			r->ilen = 0;
 			conn_close(c, "out of memory for a request buffer");
 			req_free(r);
 			return;
 		}
-		c->inflight_bytes += len;
+		c->inflight_bytes += r->ilen;
 	}
 	if (type == NBD_CMD_WRITE) {
 		c->rx_req = r;

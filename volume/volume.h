@@ -207,6 +207,17 @@ int bal_vstore_stats(struct bal_vstore *st, struct bal_store_stats *out);
 int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out);
 void bal_vol_close(struct bal_volume *vol);
 
+struct bal_xts_key;
+
+/*
+ * The data key of an encrypted volume (snapshots and clones share their
+ * origin's), or NULL for an unencrypted one.  Owned by the store; valid
+ * while @vol is open.  Bytes in the pool are AES-256-XTS ciphertext with
+ * data unit 4096 and tweak = logical 4 KiB block number; a 4 KiB unit that
+ * is all zero bytes in the pool was never written and reads as zeroes.
+ */
+const struct bal_xts_key *bal_vol_xts_key(const struct bal_volume *vol);
+
 const char *bal_vol_name(const struct bal_volume *vol);
 uint64_t bal_vol_size(const struct bal_volume *vol);
 bool bal_vol_is_readonly(const struct bal_volume *vol);
