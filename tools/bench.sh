@@ -1,0 +1,343 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# `make bench`: Ballast against the NBD servers a user would otherwise pick
+# (nbdkit's file plugin, qemu-nbd, nbd-server) and against the filesystem
+# itself (fio's io_uring engine with O_DIRECT on a plain file), all on one
+# scratch directory of one filesystem, with the same export size, the same
+# fio jobs (through fio's nbd engine, on Unix sockets) and the same nbdcopy
+# runs.  Every export is filled first so that reads hit data, not holes.
+# Each measurement is repeated ROUNDS times, the targets interleaved, and the
+# median is reported.  The Markdown result is printed and written between the
+# bench markers of docs/benchmarks.md (the text around them is kept).
+#
+# Environment (all optional):
+#   QUICK=1            1 GiB exports, 512 MiB copies, 2 s runs, 1 round
+#   ROUNDS=N           rounds (default 3; QUICK 1)
+#   BENCH_SIZE_MIB     export size (default 4096; QUICK 1024)
+#   BENCH_COPY_MIB     nbdcopy file size (default 2048; QUICK 512)
+#   BENCH_RUNTIME      seconds per fio job (default 2)
+#   BENCH_RAMP_MS      ramp before each fio job, in ms (default 500)
+#   BENCH_DIR          parent of the scratch directory (default /var/tmp)
+#   BENCH_OUT          result file (default docs/benchmarks.md; QUICK:
+#                      build/benchmarks-quick.md, so a quick run does not
+#                      overwrite the full figures)
+#   BENCH_TARGETS      subset of "ballast nbdkit qemu-nbd nbd-server limit"
+set -euo pipefail
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
+export LC_ALL=C
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-build}
+BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
+BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
+PY=/usr/bin/python3
+
+# The settings given on the command line, for the report.
+envs=""
+for v in QUICK ROUNDS BENCH_SIZE_MIB BENCH_COPY_MIB BENCH_RUNTIME BENCH_RAMP_MS BENCH_TARGETS; do
+	[ -n "${!v:-}" ] && envs="$envs$v=${!v} "
+done
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	d_size=1024 d_copy=512 d_rt=2 d_rounds=1 d_out=$TOP/$BUILD/benchmarks-quick.md
+else
+	d_size=4096 d_copy=2048 d_rt=2 d_rounds=3 d_out=$TOP/docs/benchmarks.md
+fi
+SIZE_MIB=${BENCH_SIZE_MIB:-$d_size}
+COPY_MIB=${BENCH_COPY_MIB:-$d_copy}
+RUNTIME=${BENCH_RUNTIME:-$d_rt}
+RAMP_MS=${BENCH_RAMP_MS:-500}
+ROUNDS=${ROUNDS:-$d_rounds}
+OUT=${BENCH_OUT:-$d_out}
+TARGETS=${BENCH_TARGETS:-ballast nbdkit qemu-nbd nbd-server limit}
+JOBS="rr1 rr32 rw32 rw32s sw8 sr8 sw4c"
+
+for tool in fio nbdcopy nbdkit qemu-nbd nbd-server nbdinfo; do
+	command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
+done
+if [ ! -x "$BALLASTD" ] || [ ! -x "$BALLAST" ]; then
+	echo "bench: build ballastd and ballast first (make)" >&2
+	exit 1
+fi
+
+mkdir -p "${BENCH_DIR:-/var/tmp}"
+W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ballast-bench.XXXXXX")
+RES=$W/results
+mkdir -p "$RES"
+T0=$(date +%s)
+PIDS=()        # processes this script started (nbd-server: from its pid file)
+BAL_PID=
+
+log() { echo "bench: $*" >&2; }
+
+stop_pid() { # pid: TERM, wait up to 10 s, then KILL
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? pid
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$pid"; done
+	wait 2>/dev/null || true
+	rm -rf "$W"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_sock() { # path pid
+	for _ in $(seq 1 200); do
+		[ -S "$1" ] && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# Record why a target cannot run a measurement; the report prints it.
+note() { echo "$1	$2	$3" >>"$RES/notes.tsv"; } # target job reason
+
+declare -A URI CURI
+SZ=$((SIZE_MIB * 1048576))
+CSZ=$((COPY_MIB * 1048576))
+
+start_ballast() {
+	"$BALLASTD" --data-dir "$W/ballast" --listen "unix:$W/ballast.sock" \
+		--control "$W/ballast-ctl.sock" --log-level info >"$W/ballastd.log" 2>&1 &
+	BAL_PID=$!
+	PIDS+=("$BAL_PID")
+	for _ in $(seq 1 400); do
+		grep -q "ballastd ready" "$W/ballastd.log" && break
+		kill -0 "$BAL_PID" 2>/dev/null || { cat "$W/ballastd.log" >&2; return 1; }
+		sleep 0.05
+	done
+	"$BALLAST" --control "$W/ballast-ctl.sock" volume create bench --size "$SZ" >/dev/null || return 1
+	"$BALLAST" --control "$W/ballast-ctl.sock" volume create copy --size "$CSZ" >/dev/null || return 1
+	URI[ballast]="nbd+unix:///bench?socket=$W/ballast.sock"
+	CURI[ballast]="nbd+unix:///copy?socket=$W/ballast.sock"
+}
+
+start_nbdkit() { # one nbdkit per export
+	local e sz pid
+	for e in bench copy; do
+		[ $e = bench ] && sz=$SZ || sz=$CSZ
+		truncate -s "$sz" "$W/nbdkit-$e.raw"
+		nbdkit -f -U "$W/nbdkit-$e.sock" file "$W/nbdkit-$e.raw" 2>>"$W/nbdkit.log" &
+		pid=$!
+		PIDS+=("$pid")
+		wait_sock "$W/nbdkit-$e.sock" "$pid" || { cat "$W/nbdkit.log" >&2; return 1; }
+	done
+	URI[nbdkit]="nbd+unix:///?socket=$W/nbdkit-bench.sock"
+	CURI[nbdkit]="nbd+unix:///?socket=$W/nbdkit-copy.sock"
+}
+
+start_qemu() { # one qemu-nbd per export
+	local e sz pid
+	for e in bench copy; do
+		[ $e = bench ] && sz=$SZ || sz=$CSZ
+		truncate -s "$sz" "$W/qemu-$e.raw"
+		qemu-nbd -t -k "$W/qemu-$e.sock" -f raw --cache=none --aio=io_uring --shared=8 \
+			"$W/qemu-$e.raw" 2>>"$W/qemu-nbd.log" &
+		pid=$!
+		PIDS+=("$pid")
+		wait_sock "$W/qemu-$e.sock" "$pid" || { cat "$W/qemu-nbd.log" >&2; return 1; }
+	done
+	URI[qemu-nbd]="nbd+unix:///?socket=$W/qemu-bench.sock"
+	CURI[qemu-nbd]="nbd+unix:///?socket=$W/qemu-copy.sock"
+}
+
+start_nbdserver() { # one daemon, two exports; it forks, so its pid comes from -p
+	truncate -s "$SZ" "$W/nbdsrv-bench.raw"
+	truncate -s "$CSZ" "$W/nbdsrv-copy.raw"
+	cat >"$W/nbd-server.conf" <<-EOF
+		[generic]
+		unixsock = $W/nbdsrv.sock
+		[bench]
+		exportname = $W/nbdsrv-bench.raw
+		flush = true
+		fua = true
+		[copy]
+		exportname = $W/nbdsrv-copy.raw
+		flush = true
+		fua = true
+	EOF
+	nbd-server -C "$W/nbd-server.conf" -p "$W/nbdsrv.pid" >"$W/nbd-server.log" 2>&1 || {
+		cat "$W/nbd-server.log" >&2
+		return 1
+	}
+	local pid=
+	for _ in $(seq 1 100); do
+		[ -s "$W/nbdsrv.pid" ] && [ -S "$W/nbdsrv.sock" ] && break
+		sleep 0.05
+	done
+	pid=$(cat "$W/nbdsrv.pid" 2>/dev/null || true)
+	[ -n "$pid" ] || return 1
+	PIDS+=("$pid")
+	URI[nbd-server]="nbd+unix:///bench?socket=$W/nbdsrv.sock"
+	CURI[nbd-server]="nbd+unix:///copy?socket=$W/nbdsrv.sock"
+}
+
+cpu_ticks() { # utime+stime of ballastd, in clock ticks
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$BAL_PID/stat"
+}
+proc_kib() { # field of /proc/PID/status, in KiB
+	awk -v f="$1:" '$1 == f { print $2 }' "/proc/$BAL_PID/status"
+}
+
+job_args() { # job target -> fio arguments describing the I/O pattern
+	case $1 in
+	fill) echo "--rw=write --bs=1M --iodepth=8 --size=$SZ" ;;
+	rr1) echo "--rw=randread --bs=4k --iodepth=1" ;;
+	rr32) echo "--rw=randread --bs=4k --iodepth=32" ;;
+	rw32) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+	rw32s) # fio's nbd engine sends NBD FLUSH for fsync only (fdatasync
+		# is EINVAL there); the servers answer FLUSH with fdatasync.
+		if [ "$2" = limit ]; then
+			echo "--rw=randwrite --bs=4k --iodepth=32 --fdatasync=32"
+		else
+			echo "--rw=randwrite --bs=4k --iodepth=32 --fsync=32"
+		fi ;;
+	sw8) echo "--rw=write --bs=1M --iodepth=8" ;;
+	sr8) echo "--rw=read --bs=1M --iodepth=8" ;;
+	sw4c) echo "--rw=write --bs=1M --iodepth=2 --numjobs=4 --size=$((SZ / 4)) --offset_increment=$((SZ / 4))" ;;
+	esac
+}
+
+run_fio() { # target job out.json
+	local t=$1 j=$2 out=$3 eng timing=() c0 c1 rc=0
+	if [ "$t" = limit ]; then
+		eng="--ioengine=io_uring --direct=1 --filename=$W/limit.raw"
+	else
+		eng="--ioengine=nbd --uri=${URI[$t]}"
+	fi
+	[ "$j" = fill ] || timing=(--time_based "--runtime=$RUNTIME" "--ramp_time=${RAMP_MS}ms")
+	# Write back what earlier jobs left dirty, so that no job pays for
+	# another's writeback (notably the FLUSH-bound job).
+	sync -f "$W"
+	[ "$t" = ballast ] && c0=$(cpu_ticks)
+	# shellcheck disable=SC2046,SC2086
+	timeout $((RUNTIME + 300)) fio --name="$j" $eng --size="$SZ" $(job_args "$j" "$t") \
+		"${timing[@]+"${timing[@]}"}" --group_reporting --randrepeat=0 --norandommap \
+		--output-format=json --output="$out" >"$out.err" 2>&1 || rc=$?
+	if [ "$t" = ballast ]; then
+		c1=$(cpu_ticks)
+		echo "$j $((c1 - c0))" >>"$RES/ballast-cpu.txt"
+	fi
+	if [ $rc -ne 0 ]; then
+		note "$t" "$j" "fio exited $rc: $(grep -m1 -v 'connected to NBD' "$out.err" | tr '\t' ' ')"
+		rm -f "$out"
+	fi
+}
+
+run_copy() { # target round: nbdcopy the random file in, then out
+	local t=$1 r=$2 dst src s0 s1 c0 c1 rc=0 dir
+	for dir in in out; do
+		local exp=${CURI[$t]:-$W/limit-copy.raw} # the limit copies file to file
+		if [ $dir = in ]; then
+			src=$W/random.bin dst=$exp
+		else
+			src=$exp dst=$W/copy-out.bin
+		fi
+		rm -f "$W/copy-out.bin"
+		sync -f "$W"
+		[ "$t" = ballast ] && c0=$(cpu_ticks)
+		s0=$(date +%s.%N)
+		timeout 600 nbdcopy --flush "$src" "$dst" 2>"$RES/copy.$t.$dir.err" || rc=$?
+		s1=$(date +%s.%N)
+		if [ "$t" = ballast ]; then
+			c1=$(cpu_ticks)
+			echo "copy-$dir $((c1 - c0))" >>"$RES/ballast-cpu.txt"
+		fi
+		if [ $rc -ne 0 ]; then
+			note "$t" "copy-$dir" "nbdcopy exited $rc: $(head -n1 "$RES/copy.$t.$dir.err")"
+			return 0
+		fi
+		echo "$t $dir $r $s0 $s1" >>"$RES/copy.txt"
+	done
+	rm -f "$W/copy-out.bin"
+}
+
+# ---- start everything ---------------------------------------------------
+log "scratch dir $W ($(df -T "$W" | awk 'NR==2 { print $2 }')), export ${SIZE_MIB} MiB, copy ${COPY_MIB} MiB, ${RUNTIME} s + ${RAMP_MS} ms per job, $ROUNDS round(s)"
+ACTIVE=""
+for t in $TARGETS; do
+	case $t in
+	ballast) start_ballast ;;
+	nbdkit) start_nbdkit ;;
+	qemu-nbd) start_qemu ;;
+	nbd-server) start_nbdserver ;;
+	limit) ;;
+	*) echo "bench: unknown target $t" >&2; exit 2 ;;
+	esac || { note "$t" all "did not start (see above)"; continue; }
+	ACTIVE="$ACTIVE $t"
+done
+for t in $ACTIVE; do
+	[ "$t" = limit ] && continue
+	mc=$(nbdinfo --can multi-conn "${URI[$t]}" && echo yes || echo no)
+	echo "$t multi_conn $mc" >>"$RES/features.txt"
+done
+
+CLK_TCK=$(getconf CLK_TCK)
+if [ -n "$BAL_PID" ]; then
+	echo "rss_before_kib $(proc_kib VmRSS)" >>"$RES/ballast-mem.txt"
+	echo "cpu_start $(cpu_ticks)" >>"$RES/ballast-mem.txt"
+fi
+
+log "writing ${COPY_MIB} MiB of random data"
+head -c "$CSZ" /dev/urandom >"$W/random.bin"
+
+for t in $ACTIVE; do
+	log "filling $t"
+	run_fio "$t" fill "$RES/$t.fill.json"
+done
+
+for r in $(seq 1 "$ROUNDS"); do
+	for j in $JOBS; do
+		for t in $ACTIVE; do
+			log "round $r/$ROUNDS: $j on $t"
+			run_fio "$t" "$j" "$RES/$t.$j.$r.json"
+		done
+	done
+	for t in $ACTIVE; do
+		log "round $r/$ROUNDS: nbdcopy on $t"
+		run_copy "$t" "$r"
+	done
+done
+
+if [ -n "$BAL_PID" ]; then
+	{
+		echo "rss_after_kib $(proc_kib VmRSS)"
+		echo "hwm_kib $(proc_kib VmHWM)"
+		echo "cpu_end $(cpu_ticks)"
+		echo "clk_tck $CLK_TCK"
+	} >>"$RES/ballast-mem.txt"
+	kill -TERM "$BAL_PID"
+	rc=0
+	wait "$BAL_PID" || rc=$?
+	BAL_PID=
+	[ $rc -eq 0 ] || note ballast all "ballastd exited $rc after SIGTERM"
+fi
+
+# ---- report --------------------------------------------------------------
+if [ -n "${MAKELEVEL:-}" ]; then cmd="make bench"; else cmd="tools/bench.sh"; fi
+{
+	echo "command	$envs$cmd"
+	echo "date	$(date -u +%Y-%m-%dT%H:%MZ)"
+	echo "nproc	$(nproc)"
+	echo "cpu	$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+	echo "ram	$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo "fs	$(df -T "$W" | awk 'NR==2 { print $2 " on " $1 }')"
+	echo "kernel	$(uname -r)"
+	echo "versions	fio $(fio --version | sed 's/fio-//'), nbdkit $(nbdkit --version | awk '{ print $2 }'), qemu-nbd $(qemu-nbd --version | awk 'NR==1 { print $2 }'), nbd-server $(nbd-server -V 2>&1 | awk '/version/ { print $NF; exit }'), libnbd $(nbdcopy --version | awk '/libnbd/ { print $2 }')"
+	echo "size_mib	$SIZE_MIB"
+	echo "copy_mib	$COPY_MIB"
+	echo "runtime	$RUNTIME"
+	echo "ramp_ms	$RAMP_MS"
+	echo "rounds	$ROUNDS"
+	echo "targets	$TARGETS"
+	echo "elapsed	$(($(date +%s) - T0))"
+} >"$RES/meta.tsv"
+mkdir -p "$(dirname "$OUT")"
+"$PY" "$TOP/bench/report.py" "$RES" "$OUT"
+log "done in $(($(date +%s) - T0)) s; written to $OUT"
