@@ -110,7 +110,7 @@ static void opt_export_name(struct conn *c)
 		conn_close(c, "EXPORT_NAME with an invalid name");
 		return;
 	}
-	name = strndup((char *)c->opt, c->opt_len);
+	name = c->opt_len ? strndup((char *)c->opt, c->opt_len) : strdup("");
 	if (!name) {
 		conn_close(c, "out of memory");
 		return;

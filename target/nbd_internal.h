@@ -123,6 +123,14 @@ void tx_drain(struct conn *c);
 /* The receive in progress ended without its data: drop its request. */
 void tx_rx_aborted(struct conn *c);
 
+/*
+ * bufcache.c: request buffers recycled per worker thread.  buf_put() must
+ * run on the thread that called buf_get() with the same @len.
+ */
+void *buf_get(size_t len);
+void buf_put(void *p, size_t len);
+void buf_cache_drain(void);	/* a worker thread, before it exits */
+
 /* crypt_io.c: encrypted volumes (4 KiB XTS units). */
 #define CIO_UNIT 4096u
 int cio_open(struct conn *c);

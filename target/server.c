@@ -124,6 +124,13 @@ static void worker_tick(struct bal_worker *w, void *arg)
 	}
 }
 
+static void worker_fini(struct bal_worker *w, void *arg)
+{
+	(void)w;
+	(void)arg;
+	buf_cache_drain();
+}
+
 static void accept_msg_run(struct bal_worker *w, struct bal_msg *m)
 {
 	struct accept_msg *am = (struct accept_msg *)m;
@@ -281,7 +288,7 @@ int bal_server_open(const struct bal_server_opts *opts, struct bal_server **out)
 	if (srv->nworkers > MAX_WORKERS)
 		srv->nworkers = MAX_WORKERS;
 	for (unsigned i = 0; i < srv->nworkers; i++) {
-		struct bal_worker_ops ops = { .tick = worker_tick, .arg = srv };
+		struct bal_worker_ops ops = { .tick = worker_tick, .fini = worker_fini, .arg = srv };
 
 		srv->ws[i].srv = srv;
 		ret = bal_worker_create(i, &ops, &srv->ws[i].w);

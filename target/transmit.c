@@ -36,6 +36,7 @@ struct req {
 	uint32_t len;
 	uint16_t type, flags;
 	uint8_t *buf;
+	size_t bufcap;			/* buf came from buf_get(bufcap); 0: malloc */
 	uint64_t ioff;			/* pool I/O range: [off, off+len) widened to */
 	uint32_t ilen;			/* whole 4 KiB units on encrypted volumes */
 	uint32_t doff;			/* the client's bytes start at buf + doff */
@@ -107,7 +108,10 @@ static void req_free(struct req *r)
 	unpin(r);
 	c->inflight--;
 	c->inflight_bytes -= (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->ilen : 0;
-	free(r->buf);
+	if (r->bufcap)
+		buf_put(r->buf, r->bufcap);
+	else
+		free(r->buf);
 	free(r);
 	if (c->rx_paused && !over_limits(c)) {
 		c->rx_paused = false;
@@ -293,7 +297,11 @@ static int encrypt_write(struct req *r)
 	ret = cio_align_write(c, r->off, r->len, r->buf, &abuf, &aoff, &alen);
 	if (ret < 0)
 		return ret;
-	free(r->buf);
+	if (r->bufcap)
+		buf_put(r->buf, r->bufcap);
+	else
+		free(r->buf);
+	r->bufcap = 0;
 	r->buf = abuf;
 	c->inflight_bytes += alen - r->ilen;
 	r->ioff = aoff;
@@ -655,8 +663,10 @@ static void on_header(struct conn *c)
 		r->doff = (uint32_t)(off - r->ioff);
 	}
 	if (type == NBD_CMD_READ || type == NBD_CMD_WRITE) {
-		r->buf = malloc(r->ilen);
+		r->buf = buf_get(r->ilen);
+		r->bufcap = r->ilen;
 		if (!r->buf) {
+			r->bufcap = 0;
 			r->ilen = 0;
 			conn_close(c, "out of memory for a request buffer");
 			req_free(r);

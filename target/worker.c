@@ -133,6 +133,8 @@ static void *worker_main(void *arg)
 		}
 		io_uring_cq_advance(&w->ring, n);
 	}
+	if (w->ops.fini)
+		w->ops.fini(w, w->ops.arg);
 	return NULL;
 }
 

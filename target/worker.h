@@ -30,6 +30,8 @@ struct bal_msg {
 struct bal_worker_ops {
 	/* Called about once a second on the worker thread (timeouts). */
 	void (*tick)(struct bal_worker *w, void *arg);
+	/* Called on the worker thread just before it exits. */
+	void (*fini)(struct bal_worker *w, void *arg);
 	void *arg;
 };
 

@@ -60,6 +60,8 @@ static void vec_sort_unique(struct vec *v)
 {
 	size_t k = 0;
 
+	if (!v->n)
+		return;
 	qsort(v->v, v->n, sizeof(*v->v), cmp_u64);
 	for (size_t i = 0; i < v->n; i++) {
 		if (!k || v->v[i] != v->v[k - 1])
