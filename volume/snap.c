@@ -219,6 +219,10 @@ int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *s
 	ret = lock_vol(st, vol, &rec);
 	if (ret)
 		goto out_ctl;
+	/* Before the epoch moves: a sync cycle from now on re-copies first. */
+	pthread_mutex_lock(&st->freeze_lock);
+	st->freezing = rec;
+	pthread_mutex_unlock(&st->freeze_lock);
 	ret = -EEXIST;
 	if (bal_vrec_find_snap(rec, snap))
 		goto out_unlock;
@@ -247,6 +251,8 @@ int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *s
 	sn->plimit = rec->plimit;
 	sn->created_at = (int64_t)time(NULL);
 	/* From here on, writes to what the snapshot holds are redirected. */
+	rec->freeze_lo = bal_vrec_snap_max(rec);
+	rec->freezing = true;
 	rec->snaps[rec->nsnaps++] = sn;
 	rec->epoch++;
 	bal_put_be64(next, st->next_id);
@@ -254,6 +260,12 @@ int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *s
 
 	/* Writes mapped before the epoch moved have landed; make it all durable. */
 	bal_vstore_io_grace(st);
+	pthread_mutex_lock(&st->freeze_lock);
+	pthread_mutex_lock(&rec->lock);
+	bal_vrec_recopy(st, rec);
+	pthread_mutex_unlock(&rec->lock);
+	st->freezing = NULL;
+	pthread_mutex_unlock(&st->freeze_lock);
 	ret = bal_vstore_sync(st);
 	if (!ret) {
 		ret = -ENOMEM;
@@ -280,9 +292,29 @@ int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *s
 	goto out_ctl;
 out_unlock:
 	unlock_vol(st, rec);
+	pthread_mutex_lock(&st->freeze_lock);
+	st->freezing = NULL;
+	pthread_mutex_unlock(&st->freeze_lock);
 out_ctl:
 	pthread_mutex_unlock(&st->ctl_lock);
 	return ret;
+}
+
+void bal_vstore_recopy_frozen(struct bal_vstore *st)
+{
+	pthread_mutex_lock(&st->freeze_lock);
+	if (st->freezing) {
+		/*
+		 * A flush must not make a redirected mapping durable before the
+		 * bytes that I/O begun before the snapshot wrote to its source.
+		 */
+		bal_vstore_io_grace(st);
+		pthread_mutex_lock(&st->freezing->lock);
+		if (st->freezing->freezing)
+			bal_vrec_recopy(st, st->freezing);
+		pthread_mutex_unlock(&st->freezing->lock);
+	}
+	pthread_mutex_unlock(&st->freeze_lock);
 }
 
 /* Catalog lock held: append the ready snapshots of @rec to *v. */

@@ -334,6 +334,7 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	pthread_mutex_init(&st->cat_lock, NULL);
 	pthread_mutex_init(&st->log_lock, NULL);
 	pthread_mutex_init(&st->grace_lock, NULL);
+	pthread_mutex_init(&st->freeze_lock, NULL);
 	pthread_mutex_init(&st->sync_lock, NULL);
 	st->dir = strdup(opts->dir);
 	if (!st->dir) {
@@ -394,6 +395,7 @@ void bal_vstore_close(struct bal_vstore *st)
 	if (st->dir_fd >= 0)
 		close(st->dir_fd);
 	pthread_mutex_destroy(&st->sync_lock);
+	pthread_mutex_destroy(&st->freeze_lock);
 	pthread_mutex_destroy(&st->grace_lock);
 	pthread_mutex_destroy(&st->log_lock);
 	pthread_mutex_destroy(&st->cat_lock);

@@ -73,6 +73,7 @@ static void sync_cycle(struct bal_vstore *st, struct bal_sync_req *reqs)
 	size_t npend, nlog;
 	int err;
 
+	bal_vstore_recopy_frozen(st);
 	/* Frees whose unmapping is in the log taken next. */
 	npend = bal_pool_take_pending(st->pool, &pend);
 	log = bal_log_take(st, &nlog);

@@ -194,6 +194,70 @@ int bal_pool_copy(struct bal_vstore *st, uint64_t src, uint64_t dst, uint64_t lo
 	return ret;
 }
 
+static struct bal_recopy **recopy_find(struct bal_vrec *rec, uint64_t lcl)
+{
+	struct bal_recopy **pp = &rec->recopy;
+
+	while (*pp && (*pp)->lcl != lcl)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void mark_range(uint8_t *bits, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t i = lo; i < hi; i++)
+		bits[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* Volume locked: bytes [lo, hi) of @lcl are being rewritten in place. */
+static void recopy_cover(struct bal_vrec *rec, uint64_t lcl, uint64_t lo, uint64_t hi)
+{
+	struct bal_recopy *r;
+
+	if (!rec->recopy)
+		return;
+	r = *recopy_find(rec, lcl);
+	if (r)
+		mark_range(r->covered, lo, hi);
+}
+
+/* Volume locked: @lcl is remapped or unmapped; forget it. */
+static void recopy_drop(struct bal_vrec *rec, uint64_t lcl)
+{
+	struct bal_recopy **pp, *r;
+
+	if (!rec->recopy)
+		return;
+	pp = recopy_find(rec, lcl);
+	r = *pp;
+	if (r) {
+		*pp = r->next;
+		free(r);
+	}
+}
+
+void bal_vrec_recopy(struct bal_vstore *st, struct bal_vrec *rec)
+{
+	while (rec->recopy) {
+		struct bal_recopy *r = rec->recopy;
+		uint64_t i = 0, j;
+
+		while (i < BAL_CLUSTER_SIZE) {
+			for (; i < BAL_CLUSTER_SIZE && (r->covered[i / 8] >> (i % 8) & 1); i++)
+				;
+			for (j = i; j < BAL_CLUSTER_SIZE && !(r->covered[j / 8] >> (j % 8) & 1); j++)
+				;
+			if (i < j && bal_pool_copy(st, r->src, r->dst, i, j))
+				bal_err("volume %s: cluster %" PRIu64 " may miss bytes written during snapshot creation",
+					rec->name, r->lcl);
+			i = j;
+		}
+		rec->recopy = r->next;
+		free(r);
+	}
+	rec->freezing = false;
+}
+
 /*
  * Volume locked: the live mapping @old of @lcl is being replaced or
  * dropped.  Shared, it becomes an old version dying now; otherwise its
@@ -205,6 +269,7 @@ static int retire(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
 	struct bal_ver v;
 	int ret;
 
+	recopy_drop(rec, lcl);
 	if (bal_xent_shared(rec, old)) {
 		v = (struct bal_ver){ .lcl = lcl, .phys = old->phys, .birth = old->birth,
 				      .death = rec->epoch, .flags = old->flags };
@@ -215,6 +280,30 @@ static int retire(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
 	} else if (bal_xent_owns(old)) {
 		bal_pool_release(st->pool, old->phys);
 	}
+	return 0;
+}
+
+/*
+ * Volume locked: a redirection from a cluster that became shared with the
+ * snapshot being taken; I/O begun before the epoch moved may still write
+ * its source, so remember to copy again once that I/O has ended.
+ */
+static int freeze_record(struct bal_vrec *rec, const struct redir *r)
+{
+	struct bal_recopy *rc;
+
+	if (!rec->freezing || !r->has_old || r->src != r->old.phys ||
+	    r->old.birth <= rec->freeze_lo)
+		return 0;
+	rc = calloc(1, sizeof(*rc));
+	if (!rc)
+		return -ENOMEM;
+	rc->lcl = r->lcl;
+	rc->src = r->src;
+	rc->dst = r->phys;
+	mark_range(rc->covered, r->lo, r->hi);
+	rc->next = rec->recopy;
+	rec->recopy = rc;
 	return 0;
 }
 
@@ -260,6 +349,9 @@ static int redirect(struct bal_vstore *st, struct bal_vrec *rec, struct redir *r
 		if (ret)
 			goto err_unalloc_from;
 		bal_log_map_put(st, rec->id, r[i].lcl, &e);
+		if (freeze_record(rec, &r[i]))
+			bal_err("volume %s: out of memory: cluster %" PRIu64 " may miss bytes written during snapshot creation",
+				rec->name, r[i].lcl);
 	}
 	return 0;
 err_unalloc_from:
@@ -413,6 +505,7 @@ int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 		uint64_t cend = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT);
 		const struct bal_xent *e = bal_xmap_find(&rec->map, cl);
 
+		recopy_cover(rec, cl, pos & CL_MASK, ((cend - 1) & CL_MASK) + 1);
 		add_seg(segs, n, (e->phys << BAL_CLUSTER_SHIFT) + (pos & CL_MASK),
 			(uint32_t)(cend - pos));
 		pos = cend;
@@ -495,6 +588,7 @@ static int zero_alloc(struct bal_vstore *st, struct bal_vrec *rec, uint64_t firs
 				if (ret)
 					break;
 				e->flags |= BAL_XENT_ZERO;
+				recopy_drop(rec, cl);
 				bal_log_map_put(st, rec->id, cl, e);
 				continue;
 			}
@@ -515,8 +609,10 @@ int bal_vrec_zero_partial(struct bal_vstore *st, struct bal_vrec *rec, uint64_t 
 
 	lo &= CL_MASK;
 	hi = hi - (lcl << BAL_CLUSTER_SHIFT);
-	if (in_place(rec, e))
+	if (in_place(rec, e)) {
+		recopy_cover(rec, lcl, lo, hi);
 		return bal_pool_zero(st->pool, (e->phys << BAL_CLUSTER_SHIFT) + lo, hi - lo, punch);
+	}
 	if (e && reads_zero(e))
 		return 0;
 	plan_redirect(rec, lcl, e, (uint32_t)lo, (uint32_t)hi, 0, &r);

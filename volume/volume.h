@@ -15,9 +15,13 @@
  * operations (trim, zero, block status) are synchronous and cheap (in-memory
  * index, one unsynced RocksDB write, fallocate on the pool).
  *
- * Durability: bal_vstore_sync_async() queues a callback that runs on the
- * sync thread after a pool fdatasync and a RocksDB WAL sync that both
- * started after the call; concurrent requests share one sync.
+ * Durability: map changes are kept in an in-memory map log and reach
+ * RocksDB in order, after the pool fdatasync of the same sync cycle (a
+ * redirected cluster's copied bytes are durable before its mapping).
+ * bal_vstore_sync_async() queues a callback that runs on the sync thread
+ * after a pool fdatasync and the map log's synced RocksDB write that both
+ * started after the call; concurrent requests share one sync.  Without a
+ * sync, a cycle runs about every second while changes are pending.
  *
  * Threads: every function is safe from any thread.  A per-volume mutex
  * protects the index; the pool allocator has its own mutex (lock order:

@@ -124,6 +124,18 @@ struct bal_snap {
 	bool ready;		/* false while being created */
 };
 
+/*
+ * A cluster redirected while a snapshot was being taken: its source may
+ * still have been written by I/O that began before the epoch moved, so
+ * once that I/O has ended the bytes no newer request covered are copied
+ * again (bal_vrec_recopy).
+ */
+struct bal_recopy {
+	uint64_t lcl, src, dst;
+	uint8_t covered[BAL_CLUSTER_SIZE / 8];	/* bytes written since */
+	struct bal_recopy *next;
+};
+
 /* One volume of the catalog. */
 struct bal_vrec {
 	char name[BAL_NAME_MAX + 1];
@@ -145,6 +157,10 @@ struct bal_vrec {
 	uint32_t pepoch;
 	uint64_t plimit;		/* clusters; only shrinks */
 	uint64_t lookups;		/* index lookups (tests) */
+	/* A snapshot is being taken: clusters born after freeze_lo are recorded. */
+	bool freezing;
+	uint32_t freeze_lo;
+	struct bal_recopy *recopy;
 };
 
 struct bal_sync_req {
@@ -182,6 +198,10 @@ struct bal_vstore {
 	uint64_t cycles;		/* completed sync cycles */
 	pthread_t sync_thread;
 	bool sync_started;
+
+	/* The volume a snapshot is being taken of (one at a time: ctl_lock). */
+	pthread_mutex_t freeze_lock;
+	struct bal_vrec *freezing;
 
 	/* I/O guard (bal_vstore_io_begin); flips serialised by grace_lock. */
 	pthread_mutex_t grace_lock;
@@ -320,6 +340,14 @@ int bal_vrec_zero_partial(struct bal_vstore *st, struct bal_vrec *rec, uint64_t 
 			  uint64_t lo, uint64_t hi, bool punch);
 /* Volume locked: copy a clone's cluster @lcl from its parent into its own map. */
 int bal_vrec_materialize(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl);
+/*
+ * Volume locked, after the snapshot's I/O grace: copy again what the
+ * clusters redirected during the freeze window did not get from newer
+ * requests, and end the window.
+ */
+void bal_vrec_recopy(struct bal_vstore *st, struct bal_vrec *rec);
+/* Sync thread: run the above for a volume being snapshotted (grace first). */
+void bal_vstore_recopy_frozen(struct bal_vstore *st);
 /* Copy cluster bytes [lo, hi) from pool cluster @src to @dst.  0 or -errno. */
 int bal_pool_copy(struct bal_vstore *st, uint64_t src, uint64_t dst, uint64_t lo, uint64_t hi);
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,103 @@ static void test_diff(void)
 	CHECK_EQ(used(st), 0);
 	bal_vstore_close(st);
 	printf("ok - diff lists exactly the changed clusters\n");
+}
+
+static void test_resize(void)
+{
+	struct bal_vstore *st = store_new();
+	struct bal_snap_info si;
+
+	CHECK_EQ(bal_vstore_create(st, "z", 8 * CL), 0);
+	fill(st, "z", 0, 8 * CL, 'A');
+	snap(st, "z", "s");
+	CHECK_EQ(bal_vstore_clone(st, "z", "s", "zc"), 0);
+	/* Shrinking a volume with a snapshot keeps the snapshot whole. */
+	CHECK_EQ(bal_vstore_resize(st, "z", 2 * CL + 4096, true), 0);
+	CHECK_EQ(bal_vstore_resize(st, "z", 8 * CL, false), 0);
+	CHECK(holds(st, "z", 0, 2 * CL + 4096, 'A') && holds(st, "z", 2 * CL + 4096, 6 * CL - 4096, 0));
+	CHECK(holds(st, "z@s", 0, 8 * CL, 'A'));
+	CHECK_EQ(bal_vstore_snap_info(st, "z", "s", &si), 0);
+	CHECK_EQ(si.size, 8 * CL);
+	/* 8 in the snapshot, cluster 2 redirected for its zeroed tail. */
+	CHECK_EQ(used(st), 9);
+	/* A clone shrunk and grown again no longer shows its parent past the cut. */
+	CHECK_EQ(bal_vstore_resize(st, "zc", CL + 512, true), 0);
+	CHECK_EQ(bal_vstore_resize(st, "zc", 8 * CL, false), 0);
+	CHECK(holds(st, "zc", 0, CL + 512, 'A') && holds(st, "zc", CL + 512, 7 * CL - 512, 0));
+	CHECK_EQ(used(st), 10);
+	bal_vstore_close(st);
+	st = store_open();
+	CHECK(holds(st, "zc", 0, CL + 512, 'A') && holds(st, "zc", CL + 512, 7 * CL - 512, 0));
+	CHECK(holds(st, "z@s", 0, 8 * CL, 'A'));
+	CHECK_EQ(bal_vstore_delete(st, "zc", false, false), 0);
+	CHECK_EQ(bal_vstore_snap_delete(st, "z", "s"), 0);
+	CHECK_EQ(used(st), 3);
+	CHECK_EQ(bal_vstore_delete(st, "z", false, false), 0);
+	bal_vstore_close(st);
+	printf("ok - shrink with snapshots and of a clone\n");
+}
+
+struct snap_job {
+	struct bal_vstore *st;
+	int ret;
+};
+
+static void *snap_thread(void *arg)
+{
+	struct snap_job *j = arg;
+
+	j->ret = bal_vstore_snap_create(j->st, "w", "s", NULL);
+	return NULL;
+}
+
+/*
+ * A write mapped before the snapshot and still in flight, and a write to
+ * another part of the same cluster after the epoch moved (redirected):
+ * the live volume must end up with both.
+ */
+static void test_inflight(void)
+{
+	struct bal_vstore *st = store_new();
+	struct snap_job job = { st, -1 };
+	uint8_t b[4096];
+	struct bal_volume *v;
+	struct bal_seg sg[2];
+	pthread_t th;
+	unsigned tok;
+	uint32_t epoch = 0;
+	size_t n;
+
+	CHECK_EQ(bal_vstore_create(st, "w", 4 * CL), 0);
+	fill(st, "w", 0, CL, 'A');
+	v = vopen(st, "w");
+	tok = bal_vstore_io_begin(st);
+	CHECK_EQ(bal_vol_map_write(v, 0, 4096, sg, 2, &n), 0);
+	CHECK_EQ(pthread_create(&th, NULL, snap_thread, &job), 0);
+	for (int i = 0; i < 5000 && epoch < 2; i++) {
+		pthread_mutex_lock(&v->rec->lock);
+		epoch = v->rec->epoch;
+		pthread_mutex_unlock(&v->rec->lock);
+		usleep(1000);
+	}
+	CHECK_EQ(epoch, 2);
+	memset(b, 'C', sizeof(b));
+	vwrite(st, v, 8192, 4096, b);
+	/* Now the first write lands, on the old cluster, and ends. */
+	memset(b, 'B', sizeof(b));
+	CHECK_EQ(pwrite(bal_vstore_pool_fd(st), b, 4096, (off_t)sg[0].phys), 4096);
+	bal_vstore_io_end(st, tok);
+	pthread_join(th, NULL);
+	CHECK_EQ(job.ret, 0);
+	bal_vol_close(v);
+	CHECK(holds(st, "w", 0, 4096, 'B'));
+	CHECK(holds(st, "w", 4096, 4096, 'A'));
+	CHECK(holds(st, "w", 8192, 4096, 'C'));
+	CHECK(holds(st, "w", 12288, CL - 12288, 'A'));
+	CHECK(holds(st, "w@s", 0, 4096, 'B') && holds(st, "w@s", 4096, CL - 4096, 'A'));
+	CHECK_EQ(bal_vstore_delete(st, "w", false, true), 0);
+	bal_vstore_close(st);
+	printf("ok - write in flight across snapshot creation\n");
 }
 
 static double now_sec(void)
@@ -947,6 +1045,8 @@ int main(int argc, char **argv)
 	test_clone();
 	test_diff();
 	test_reopen();
+	test_resize();
+	test_inflight();
 	test_many();
 	printf("%u checks passed, 0 failed\n", checks);
 	return 0;
