@@ -191,6 +191,28 @@ static void send_info(struct conn *c, uint16_t type, const void *data, uint32_t 
 	send_rep(c, c->opt_type, NBD_REP_INFO, buf, 2 + len);
 }
 
+/* Why @vname cannot be opened, for the client (never key material). */
+static void open_error(struct conn *c, const char *vname, int err, char *msg, size_t len)
+{
+	struct bal_vol_info info;
+	char base[BAL_NAME_MAX + 1];
+	size_t n = strcspn(vname, "@");
+
+	if (err == -ENOKEY && n <= BAL_NAME_MAX) {
+		memcpy(base, vname, n);
+		base[n] = '\0';
+		if (bal_vstore_info(srv_store(c->srv), base, &info) == 0 && info.locked) {
+			snprintf(msg, len, "volume '%s' is locked: %s", base, info.lock_reason);
+			bal_info("conn %" PRIu64 " (%s): export '%.130s' refused: %s", c->id, c->peer,
+				 vname, msg);
+			return;
+		}
+	}
+	snprintf(msg, len, "export '%.130s': %s", vname,
+		 err == -ENOENT ? "no such volume" :
+		 err == -ENOKEY ? "volume is locked (its key is not available)" : strerror(-err));
+}
+
 /* NBD_OPT_INFO and NBD_OPT_GO (proto.md "NBD_OPT_INFO"). */
 static void opt_info_go(struct conn *c)
 {
@@ -238,11 +260,11 @@ static void opt_info_go(struct conn *c)
 	}
 	ret = bal_vol_open(srv_store(c->srv), vname, &vol);
 	if (ret < 0) {
-		char msg[192];
+		char msg[256];
 
-		snprintf(msg, sizeof(msg), "export '%.130s': %s", vname,
-			 ret == -ENOENT ? "no such volume" : strerror(-ret));
-		send_err(c, ret == -ENOENT ? NBD_REP_ERR_UNKNOWN : NBD_REP_ERR_PLATFORM, msg);
+		open_error(c, vname, ret, msg, sizeof(msg));
+		send_err(c, ret == -ENOENT ? NBD_REP_ERR_UNKNOWN :
+			 ret == -ENOKEY ? NBD_REP_ERR_POLICY : NBD_REP_ERR_PLATFORM, msg);
 		return;
 	}
 	bal_put_be64(buf, bal_vol_size(vol));

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "crypto/crypto.h"
 #include "target/control.h"
 #include "target/server.h"
 #include "volume/volume.h"
@@ -23,6 +24,7 @@ static void usage(FILE *f)
 		"usage: ballastd [--data-dir DIR] [--listen tcp:HOST:PORT|unix:PATH]...\n"
 		"                [--control PATH] [--default-export VOL] [--workers N]\n"
 		"                [--handshake-timeout SEC] [--request-timeout SEC]\n"
+		"                [--master-key-file F | --key-provider CMD] [--encrypt-by-default]\n"
 		"                [--log-level debug|info|warn|error]\n"
 		"defaults: --data-dir ./ballast-data, --listen tcp:127.0.0.1:10809 and\n"
 		"unix:DIR/nbd.sock, --control DIR/ballast.sock\n");
@@ -54,6 +56,9 @@ int main(int argc, char **argv)
 		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "request-timeout", required_argument, NULL, 'R' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "master-key-file", required_argument, NULL, 'M' },
+		{ "key-provider", required_argument, NULL, 'P' },
+		{ "encrypt-by-default", no_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -61,6 +66,8 @@ int main(int argc, char **argv)
 	struct bal_vstore_opts vopts = { .opts_size = sizeof(vopts) };
 	struct bal_ctl_opts copts = { .opts_size = sizeof(copts) };
 	const char *dir = "./ballast-data", *control = NULL;
+	const char *mkfile = NULL, *provider = NULL;
+	struct bal_mk *mk = NULL;
 	char defsock[4096], defctl[4096];
 	struct bal_vstore *store = NULL;
 	struct bal_server *srv = NULL;
@@ -102,6 +109,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'M': mkfile = optarg; break;
+		case 'P': provider = optarg; break;
+		case 'E': vopts.encrypt_by_default = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -109,6 +119,10 @@ int main(int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "ballastd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
+		return 2;
+	}
+	if (mkfile && provider) {
+		fprintf(stderr, "ballastd: give --master-key-file or --key-provider, not both\n");
 		return 2;
 	}
 	if (sopts.nlisten == 0) {
@@ -128,11 +142,23 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* The master key never touches the database; errors name no key bytes. */
+	if (mkfile && (ret = bal_mk_load_file(mkfile, &mk)) < 0) {
+		bal_err("master key file %s: %s", mkfile, strerror(-ret));
+		return 1;
+	}
+	if (provider && (ret = bal_mk_run_provider(provider, 0, &mk)) < 0) {
+		bal_err("key provider: %s", ret == -ETIMEDOUT ? "timed out" :
+			ret == -EINVAL ? "did not print a 64-digit hex key" : strerror(-ret));
+		return 1;
+	}
 	vopts.dir = dir;
+	vopts.master = mk;
 	ret = bal_vstore_open(&vopts, &store);
 	if (ret < 0) {
 		bal_err("data dir %s: %s", dir, ret == -EBUSY ?
 			"in use by another ballastd" : strerror(-ret));
+		bal_mk_destroy(mk);
 		return 1;
 	}
 	sopts.store = store;
@@ -153,6 +179,7 @@ out_server:
 	bal_server_close(srv);
 out_store:
 	bal_vstore_close(store);
+	bal_mk_destroy(mk);
 	if (ret == 0)
 		bal_info("ballastd stopped cleanly");
 	return ret < 0 ? 1 : 0;

@@ -46,9 +46,20 @@
 struct bal_vstore;
 struct bal_volume;
 
+struct bal_mk;
+struct bal_ck;
+
 struct bal_vstore_opts {
 	size_t opts_size;	/* sizeof(struct bal_vstore_opts) */
 	const char *dir;	/* data directory; created if missing */
+	/*
+	 * Master key that wraps the volume keys (borrowed; NULL: none).  With
+	 * a wrong or missing master key the store still opens: encrypted
+	 * volumes stay locked (bal_vol_open gives -ENOKEY, the reason is
+	 * logged and in bal_vol_info.lock_reason); the others are served.
+	 */
+	const struct bal_mk *master;
+	bool encrypt_by_default;	/* volumes are created encrypted */
 };
 
 /*
@@ -88,6 +99,14 @@ void bal_vstore_io_end(struct bal_vstore *st, unsigned token);
 
 /* ---- catalog (control plane) ---- */
 
+enum bal_enc {
+	BAL_ENC_DEFAULT,	/* the store's encrypt_by_default */
+	BAL_ENC_NONE,
+	BAL_ENC_SERVICE,	/* random XTS key, wrapped by the master key */
+	BAL_ENC_CUSTOMER,	/* key from the customer key, never stored */
+};
+
+
 struct bal_vol_info {
 	char name[BAL_NAME_MAX + 1];
 	uint64_t id;
@@ -98,11 +117,48 @@ struct bal_vol_info {
 	int64_t created_at;	/* seconds since the epoch, UTC */
 	unsigned connections;	/* open handles (NBD connections) */
 	unsigned snapshots;	/* snapshots of this volume */
+	enum bal_enc enc;	/* NONE, SERVICE or CUSTOMER */
+	bool locked;		/* encrypted and its key is not available */
+	char lock_reason[96];	/* why, for messages ("wrong master key", ...) */
 	char parent[2 * BAL_NAME_MAX + 2];	/* "VOL@SNAP" for a clone, else "" */
 };
 
 /* Create a volume.  -EINVAL bad name/size, -EEXIST, -EIO. */
 int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size);
+
+struct bal_vol_create_opts {
+	size_t opts_size;	/* sizeof(struct bal_vol_create_opts) */
+	const char *name;
+	uint64_t size;		/* encrypted: a multiple of 4096 */
+	enum bal_enc enc;
+	const struct bal_ck *customer_key;	/* BAL_ENC_CUSTOMER (borrowed) */
+};
+
+/*
+ * Create a volume with options.  Encrypted volumes: -ENOKEY without a
+ * (right) master key for BAL_ENC_SERVICE, -EINVAL if the size is not a
+ * multiple of 4096 or a customer key is missing.  A customer-key volume
+ * is created unlocked (the key that created it is in memory).
+ */
+int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_opts *o);
+
+/*
+ * Customer-key volumes (S3 SSE-C style): unlock checks @ck against the
+ * stored check value (-EKEYREJECTED, never used if wrong) and keeps the
+ * derived key in memory until lock or close.  Lock: -EBUSY while open
+ * handles exist.  -EINVAL if not a customer-key volume, -ENOENT.
+ */
+int bal_vstore_unlock(struct bal_vstore *st, const char *name, const struct bal_ck *ck);
+int bal_vstore_lock(struct bal_vstore *st, const char *name);
+
+/*
+ * Re-wrap every service-encrypted volume key under @new_mk in one synced
+ * batch (a crash leaves all keys under the old or all under the new
+ * master key), then use @new_mk (borrowed: the caller keeps it alive until
+ * close or the next rotation).  No data is touched.  -ENOKEY if the
+ * current master key is missing or wrong.
+ */
+int bal_vstore_rotate_master(struct bal_vstore *st, const struct bal_mk *new_mk);
 
 /* Every volume, sorted by name; *out is malloc'ed, caller frees. */
 int bal_vstore_list(struct bal_vstore *st, struct bal_vol_info **out, size_t *n);
