@@ -13,14 +13,14 @@
 #      live 1 GiB volume with 0 and with 1,000 snapshots.
 #
 # Prints a Markdown table and the command that produced it, and writes them
-# to docs/bench-snapshots.md (BENCH_OUT).  Not a test: nothing is asserted.
+# to build/bench-snapshots.md (BENCH_OUT; docs/benchmarks.md quotes it).  Not a test.
 #
 # Environment (all optional):
 #   NSNAP=N          snapshots for 2. and 3. (default 1000)
 #   REPS=N           snapshot creates timed per case (default 9)
 #   BENCH_RUNTIME=S  seconds per fio run (default 10)
 #   BENCH_DIR=DIR    parent of the scratch directory (default /var/tmp)
-#   BENCH_OUT=FILE   result file (default docs/bench-snapshots.md)
+#   BENCH_OUT=FILE   result file (default build/bench-snapshots.md)
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 export LC_ALL=C
@@ -32,7 +32,7 @@ PY=/usr/bin/python3
 NSNAP=${NSNAP:-1000}
 REPS=${REPS:-9}
 RUNTIME=${BENCH_RUNTIME:-10}
-OUT=${BENCH_OUT:-$TOP/docs/bench-snapshots.md}
+OUT=${BENCH_OUT:-$TOP/build/bench-snapshots.md}
 CMDLINE="tools/bench-snapshot.sh (NSNAP=$NSNAP REPS=$REPS BENCH_RUNTIME=$RUNTIME)"
 
 for tool in fio nbdcopy nbdkit; do
