@@ -229,7 +229,7 @@ int bal_mk_run_provider(const char *cmd, unsigned timeout_ms, struct bal_mk **ou
 		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 			;
 		if (ret == -ETIMEDOUT)
-			bal_err("key provider: no complete answer within %u ms; killed it",
+			bal_err("key provider timed out: no complete answer within %u ms; killed it",
 				timeout_ms ? timeout_ms : BAL_MK_PROVIDER_TIMEOUT_MS);
 		else if (ret == -E2BIG)
 			bal_err("key provider: printed more than %u bytes; killed it",

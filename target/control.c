@@ -44,7 +44,7 @@ struct ctl_client {
 };
 
 struct bal_ctl {
-	struct bal_vstore *store;
+	struct bal_ctl_state state;
 	char *path;
 	dev_t dev;		/* identity of our socket file, to unlink only it */
 	ino_t ino;
@@ -134,7 +134,7 @@ static void client_serve_lines(struct bal_ctl *ctl, struct ctl_client *c)
 		if (len) {
 			json_t *resp;
 
-			if (bal_ctl_serve_line(ctl->store, c->uid, c->in + start, len, &resp) < 0 ||
+			if (bal_ctl_serve_line(&ctl->state, c->uid, c->in + start, len, &resp) < 0 ||
 			    (resp && client_queue(c, resp) < 0))
 				c->closing = true;
 		}
@@ -327,7 +327,7 @@ int bal_ctl_open(const struct bal_ctl_opts *opts, struct bal_ctl **out)
 		return -ENOMEM;
 	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
 		ctl->clients[i].fd = -1;
-	ctl->store = opts->store;
+	ctl->state.store = opts->store;
 	ctl->path = strdup(opts->path);
 	if (!ctl->path) {
 		r = -ENOMEM;
@@ -392,6 +392,7 @@ void bal_ctl_close(struct bal_ctl *ctl)
 	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
 		if (ctl->clients[i].fd >= 0)
 			client_close(&ctl->clients[i]);
+	bal_ctl_state_fini(&ctl->state);
 	close(ctl->lfd);
 	close(ctl->stop_fd);
 	/* Another daemon may have replaced the file since: leave that one. */

@@ -2,10 +2,10 @@
 /*
  * Shared by the control server (control.c), the JSON-RPC layer
  * (control_rpc.c) and the method groups (control_volume.c,
- * control_snapshot.c, later key methods): the call context, the method
- * table entry, the request entry point, the parameter and error helpers and
- * the VOLUME and SNAPSHOT result objects.  Everything here runs on
- * the control thread.
+ * control_snapshot.c, control_keys.c): the state the methods share, the
+ * call context, the method table entry, the request entry point, the
+ * parameter and error helpers and the VOLUME and SNAPSHOT result objects.
+ * Everything here runs on the control thread.
  */
 #ifndef BAL_CONTROL_INTERNAL_H
 #define BAL_CONTROL_INTERNAL_H
@@ -19,6 +19,8 @@
 struct bal_vstore;
 struct bal_vol_info;
 struct bal_snap_info;
+struct bal_mk;
+struct bal_ck;
 
 /* JSON-RPC 2.0 error codes (section 5.1 of the specification). */
 #define BAL_RPC_PARSE_ERROR -32700
@@ -29,9 +31,30 @@ struct bal_snap_info;
 #define BAL_RPC_ERRNO_BASE -32000
 #define BAL_RPC_ERRNO_LAST -32099
 
+/*
+ * What outlives one request; owned by the control server (control.c) and
+ * touched by the control thread only.
+ */
+struct bal_ctl_state {
+	struct bal_vstore *store;	/* not owned */
+	/*
+	 * The master key installed by the last successful key.rotate (owned;
+	 * NULL before any).  The store borrows it, so it lives until the next
+	 * rotation replaces it or bal_ctl_state_fini; the daemon's start-up
+	 * key stays with main.  Only control methods (create, clone, rotate)
+	 * use the master key, so freeing it once the control thread has
+	 * stopped is safe.
+	 */
+	struct bal_mk *master;
+};
+
+/* Release what the state owns (the rotated-in master key). */
+void bal_ctl_state_fini(struct bal_ctl_state *state);
+
 /* One request being served. */
 struct bal_ctl_call {
-	struct bal_vstore *store;
+	struct bal_ctl_state *state;
+	struct bal_vstore *store;	/* state->store */
 	const char *method;
 	json_t *params;		/* an object, empty if the request had none */
 	uid_t uid;		/* the peer, for the log */
@@ -56,6 +79,7 @@ struct bal_ctl_method {
 /* Method groups, each terminated by an entry with a NULL name. */
 extern const struct bal_ctl_method bal_ctl_volume_methods[];
 extern const struct bal_ctl_method bal_ctl_snapshot_methods[];
+extern const struct bal_ctl_method bal_ctl_key_methods[];
 
 /* The VOLUME and SNAPSHOT objects of the results (new references, or NULL). */
 json_t *bal_ctl_volume_json(const struct bal_vol_info *vi);
@@ -66,7 +90,7 @@ json_t *bal_ctl_snapshot_json(const struct bal_snap_info *si);
  * (owned by the caller), or to NULL when none is due (a notification).
  * Returns 0, or -ENOMEM if the response could not be built.
  */
-int bal_ctl_serve_line(struct bal_vstore *store, uid_t uid, const char *line, size_t len,
+int bal_ctl_serve_line(struct bal_ctl_state *state, uid_t uid, const char *line, size_t len,
 		       json_t **out);
 
 /* A JSON-RPC error response; @id may be NULL (sent as null), @err 0 (no data). */
@@ -85,5 +109,22 @@ void bal_ctl_fail_errno(struct bal_ctl_call *call, int err, const char *fmt, ...
 int bal_ctl_param_name(struct bal_ctl_call *call, const char *key, const char **out);
 int bal_ctl_param_size(struct bal_ctl_call *call, const char *key, uint64_t *out);
 int bal_ctl_param_bool(struct bal_ctl_call *call, const char *key, bool def, bool *out);
+/* An absolute path (a key file the daemon reads itself). */
+int bal_ctl_param_path(struct bal_ctl_call *call, const char *key, const char **out);
+
+/*
+ * Load the customer key file @path (read by the daemon: key bytes never
+ * cross the socket).  0 and *out (the caller destroys it), or -1 after
+ * failing the call with a message that names the file and the rule it
+ * broke, never its contents.
+ */
+int bal_ctl_load_customer_key(struct bal_ctl_call *call, const char *path, struct bal_ck **out);
+
+/*
+ * Fail @call for an encryption error of volume @name: -ENOKEY (locked:
+ * "volume 'v' is locked: REASON", or no master key), -EKEYREJECTED (wrong
+ * customer key).  Returns true if @err was one of those.
+ */
+bool bal_ctl_fail_key(struct bal_ctl_call *call, int err, const char *name);
 
 #endif

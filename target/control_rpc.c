@@ -17,10 +17,11 @@
 #include "common/log.h"
 #include "common/util.h"
 
-/* Every method group; a new group (snapshot.*, key.*) is one more line. */
+/* Every method group; a new group is one more line. */
 static const struct bal_ctl_method *const method_groups[] = {
 	bal_ctl_volume_methods,
 	bal_ctl_snapshot_methods,
+	bal_ctl_key_methods,
 };
 
 void bal_ctl_fail(struct bal_ctl_call *call, int code, const char *fmt, ...)
@@ -98,6 +99,26 @@ int bal_ctl_param_bool(struct bal_ctl_call *call, const char *key, bool def, boo
 	return 0;
 }
 
+int bal_ctl_param_path(struct bal_ctl_call *call, const char *key, const char **out)
+{
+	json_t *v = json_object_get(call->params, key);
+	const char *s = json_string_value(v);
+
+	if (!s) {
+		bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS, "parameter '%s' (a path) is %s", key,
+			     v ? "not a string" : "missing");
+		return -1;
+	}
+	if (s[0] != '/' || strlen(s) >= 4096) {
+		bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS,
+			     "parameter '%s' must be an absolute path (the daemon reads the file)",
+			     key);
+		return -1;
+	}
+	*out = s;
+	return 0;
+}
+
 static const struct bal_ctl_method *find_method(const char *name)
 {
 	for (size_t g = 0; g < sizeof(method_groups) / sizeof(method_groups[0]); g++)
@@ -145,10 +166,10 @@ json_t *bal_ctl_error_response(json_t *id, int code, int err, const char *msg)
 			 "error", e);
 }
 
-int bal_ctl_serve_line(struct bal_vstore *store, uid_t uid, const char *line, size_t len,
+int bal_ctl_serve_line(struct bal_ctl_state *state, uid_t uid, const char *line, size_t len,
 		       json_t **out)
 {
-	struct bal_ctl_call call = { .store = store, .uid = uid };
+	struct bal_ctl_call call = { .state = state, .store = state->store, .uid = uid };
 	const struct bal_ctl_method *m;
 	json_t *req, *id, *ver, *meth, *params, *resp = NULL;
 	json_error_t jerr;

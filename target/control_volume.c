@@ -2,9 +2,12 @@
 /*
  * Control methods of the volume group: volume.create, volume.list,
  * volume.show, volume.resize, volume.delete (volume.clone and
- * volume.flatten live with the snapshot methods in control_snapshot.c).  Each validates its parameters,
- * calls the volume store and turns its -errno into a one-line message that
- * tells the operator what to do.  Runs on the control thread.
+ * volume.flatten live with the snapshot methods in control_snapshot.c,
+ * volume.unlock and volume.lock with the key methods in control_keys.c).
+ * Each validates its parameters, calls the volume store and turns its
+ * -errno into a one-line message that tells the operator what to do.
+ * volume.create takes the encryption choice and, for a customer key, the
+ * path of a key file the daemon reads itself.  Runs on the control thread.
  */
 #include "target/control_internal.h"
 
@@ -15,7 +18,11 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "crypto/crypto.h"
 #include "volume/volume.h"
+
+/* Encrypted volumes are sized in whole XTS data units. */
+#define ENC_ALIGN 4096u
 
 /* "1G", "512M", or bytes when no unit divides the size exactly. */
 static void size_short(uint64_t v, char *buf, size_t len)
@@ -33,17 +40,25 @@ static void size_short(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
 }
 
+static const char *enc_name(enum bal_enc enc)
+{
+	return enc == BAL_ENC_SERVICE ? "service" : enc == BAL_ENC_CUSTOMER ? "customer" : "none";
+}
+
 json_t *bal_ctl_volume_json(const struct bal_vol_info *vi)
 {
+	bool encrypted = vi->enc == BAL_ENC_SERVICE || vi->enc == BAL_ENC_CUSTOMER;
 	char created[32];
 
 	bal_format_time(vi->created_at, created, sizeof(created));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s?}", "name", vi->name,
-			 "id", (json_int_t)vi->id, "size", (json_int_t)vi->size, "allocated",
-			 (json_int_t)vi->allocated, "exclusive", (json_int_t)vi->exclusive,
-			 "shared", (json_int_t)vi->shared, "created_at", created, "connections",
-			 (json_int_t)vi->connections, "snapshots", (json_int_t)vi->snapshots,
-			 "parent", vi->parent[0] ? vi->parent : NULL);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s?, s:b, s:s, s:b, s:s?}",
+			 "name", vi->name, "id", (json_int_t)vi->id, "size", (json_int_t)vi->size,
+			 "allocated", (json_int_t)vi->allocated, "exclusive",
+			 (json_int_t)vi->exclusive, "shared", (json_int_t)vi->shared, "created_at",
+			 created, "connections", (json_int_t)vi->connections, "snapshots",
+			 (json_int_t)vi->snapshots, "parent", vi->parent[0] ? vi->parent : NULL,
+			 "encrypted", encrypted, "key", enc_name(vi->enc), "locked", vi->locked,
+			 "lock_reason", vi->locked ? vi->lock_reason : NULL);
 }
 
 /* The size of a volume: positive, a multiple of 512, at most 1 EiB. */
@@ -70,6 +85,8 @@ static void fail_volume(struct bal_ctl_call *call, int err, const char *name, co
 {
 	if (err == -ENOENT)
 		bal_ctl_fail_errno(call, err, "volume '%s' not found", name);
+	else if (bal_ctl_fail_key(call, err, name))
+		return;
 	else if (err == -EEXIST)
 		bal_ctl_fail_errno(call, err, "volume '%s' already exists", name);
 	else
@@ -89,16 +106,68 @@ static void reply_info(struct bal_ctl_call *call, const char *name, const char *
 		call->result = bal_ctl_volume_json(&vi);
 }
 
+/*
+ * The encryption of a new volume: "encrypt" absent is the daemon's default,
+ * "customer_key_file" (an absolute path) asks for a customer key and
+ * implies encryption.  0, or -1 after failing the call.
+ */
+static int param_encryption(struct bal_ctl_call *call, enum bal_enc *enc, const char **ckfile)
+{
+	json_t *e = json_object_get(call->params, "encrypt");
+	bool on = false;
+
+	*ckfile = NULL;
+	if (bal_ctl_param_bool(call, "encrypt", false, &on) < 0)
+		return -1;
+	if (json_object_get(call->params, "customer_key_file")) {
+		if (bal_ctl_param_path(call, "customer_key_file", ckfile) < 0)
+			return -1;
+		if (e && !on) {
+			bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS,
+				     "a customer key needs encryption: 'encrypt' is false");
+			return -1;
+		}
+		*enc = BAL_ENC_CUSTOMER;
+	} else {
+		*enc = !e ? BAL_ENC_DEFAULT : on ? BAL_ENC_SERVICE : BAL_ENC_NONE;
+	}
+	return 0;
+}
+
 static void volume_create(struct bal_ctl_call *call)
 {
-	const char *name;
+	struct bal_vol_create_opts o = { .opts_size = sizeof(o) };
+	struct bal_ck *ck = NULL;
+	const char *name, *ckfile;
 	uint64_t size;
 	int r;
 
-	if (bal_ctl_param_name(call, "name", &name) < 0 || param_volume_size(call, &size) < 0)
+	if (bal_ctl_param_name(call, "name", &name) < 0 || param_volume_size(call, &size) < 0 ||
+	    param_encryption(call, &o.enc, &ckfile) < 0)
 		return;
-	r = bal_vstore_create(call->store, name, size);
-	if (r < 0)
+	if (o.enc != BAL_ENC_NONE && o.enc != BAL_ENC_DEFAULT && size % ENC_ALIGN) {
+		bal_ctl_fail(call, BAL_RPC_INVALID_PARAMS,
+			     "invalid size %" PRIu64 " for an encrypted volume: not a multiple of %u bytes",
+			     size, ENC_ALIGN);
+		return;
+	}
+	if (ckfile && bal_ctl_load_customer_key(call, ckfile, &ck) < 0)
+		return;
+	o.name = name;
+	o.size = size;
+	o.customer_key = ck;
+	r = bal_vstore_create_opts(call->store, &o);
+	bal_ck_destroy(ck);
+	if (r == -EINVAL && size % ENC_ALIGN)
+		/* Encrypted by the daemon's default: same rule. */
+		bal_ctl_fail_errno(call, r,
+				   "invalid size %" PRIu64 " for an encrypted volume: not a multiple of %u bytes",
+				   size, ENC_ALIGN);
+	else if (r == -ENOKEY)
+		bal_ctl_fail_errno(call, r,
+				   "cannot create encrypted volume '%s': no master key: start ballastd with --master-key-file or --key-provider",
+				   name);
+	else if (r < 0)
 		fail_volume(call, r, name, "create");
 	else
 		reply_info(call, name, "create");
@@ -222,12 +291,12 @@ static void volume_delete(struct bal_ctl_call *call)
 
 static const char *const p_none[] = { NULL };
 static const char *const p_name[] = { "name", NULL };
-static const char *const p_name_size[] = { "name", "size", NULL };
+static const char *const p_create[] = { "name", "size", "encrypt", "customer_key_file", NULL };
 static const char *const p_name_size_force[] = { "name", "size", "force", NULL };
 static const char *const p_delete[] = { "name", "force", "recursive", NULL };
 
 const struct bal_ctl_method bal_ctl_volume_methods[] = {
-	{ "volume.create", p_name_size, true, volume_create },
+	{ "volume.create", p_create, true, volume_create },
 	{ "volume.list", p_none, false, volume_list },
 	{ "volume.show", p_name, false, volume_show },
 	{ "volume.resize", p_name_size_force, true, volume_resize },

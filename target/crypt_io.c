@@ -184,11 +184,3 @@ int cio_zero_edges(struct conn *c, uint64_t off, uint64_t len, uint64_t *moff, u
 	*mlen = m1 - m0;
 	return ret;
 }
-
-void cio_trim_range(uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen)
-{
-	uint64_t m0 = (off + UNIT - 1) & ~(UNIT - 1), m1 = (off + len) & ~(UNIT - 1);
-
-	*moff = m0;
-	*mlen = m1 > m0 ? m1 - m0 : 0;
-}

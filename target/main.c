@@ -142,16 +142,14 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* The master key never touches the database; errors name no key bytes. */
-	if (mkfile && (ret = bal_mk_load_file(mkfile, &mk)) < 0) {
-		bal_err("master key file %s: %s", mkfile, strerror(-ret));
+	/*
+	 * The master key never touches the database.  Both loaders log one
+	 * clear line on failure (never with key bytes).
+	 */
+	if (mkfile && bal_mk_load_file(mkfile, &mk) < 0)
 		return 1;
-	}
-	if (provider && (ret = bal_mk_run_provider(provider, 0, &mk)) < 0) {
-		bal_err("key provider: %s", ret == -ETIMEDOUT ? "timed out" :
-			ret == -EINVAL ? "did not print a 64-digit hex key" : strerror(-ret));
+	if (provider && bal_mk_run_provider(provider, 0, &mk) < 0)
 		return 1;
-	}
 	vopts.dir = dir;
 	vopts.master = mk;
 	ret = bal_vstore_open(&vopts, &store);

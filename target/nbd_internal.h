@@ -140,7 +140,6 @@ int cio_encrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len);
 int cio_align_write(struct conn *c, uint64_t off, uint32_t len, const uint8_t *data,
 		    uint8_t **out, uint64_t *aoff, uint32_t *alen);
 int cio_zero_edges(struct conn *c, uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen);
-void cio_trim_range(uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen);
 
 /* server.c, for the connection code */
 struct bal_vstore *srv_store(struct bal_server *srv);

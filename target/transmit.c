@@ -417,8 +417,8 @@ static void do_block_status(struct req *r)
 /*
  * TRIM and WRITE_ZEROES.  On an encrypted volume only whole 4 KiB units can
  * be zeroed by the map (a zero unit in the pool reads as zeroes); the
- * partial units at the edges of a zero are rewritten as encrypted zeroes,
- * and those of a trim are left alone (TRIM is advisory).
+ * partial units at the edges are rewritten as encrypted zeroes, so a
+ * trimmed range reads as zeroes as it does on a plain volume.
  */
 static int do_trim_zero(struct req *r, bool zero)
 {
@@ -429,13 +429,9 @@ static int do_trim_zero(struct req *r, bool zero)
 	int ret = 0;
 
 	if (c->xts) {
-		if (zero) {
-			tok = bal_vstore_io_begin(srv_store(c->srv));
-			ret = cio_zero_edges(c, r->off, r->len, &off, &len);
-			bal_vstore_io_end(srv_store(c->srv), tok);
-		} else {
-			cio_trim_range(r->off, r->len, &off, &len);
-		}
+		tok = bal_vstore_io_begin(srv_store(c->srv));
+		ret = cio_zero_edges(c, r->off, r->len, &off, &len);
+		bal_vstore_io_end(srv_store(c->srv), tok);
 		if (ret < 0 || !len)
 			return ret;
 	}

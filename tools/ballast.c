@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -32,6 +33,9 @@
 #define OPT_FORCE 2u
 #define OPT_NAME 4u
 #define OPT_RECURSIVE 8u
+#define OPT_ENCRYPT 16u		/* --encrypt, --no-encrypt, --customer-key */
+#define OPT_KEY_FILE 32u
+#define OPT_NEW_MASTER 64u	/* --new-master-key-file, --new-key-provider */
 
 struct cli {
 	const char *control;
@@ -40,6 +44,10 @@ struct cli {
 	bool recursive;
 	const char *size;	/* --size as given */
 	const char *name;	/* --name as given */
+	bool encrypt, no_encrypt, customer_key;
+	const char *key_file;	/* --key-file */
+	const char *new_mk_file;	/* --new-master-key-file */
+	const char *new_provider;	/* --new-key-provider */
 	const char *args[8];	/* positional arguments */
 	int nargs;
 };
@@ -48,7 +56,10 @@ static const char usage_text[] =
 	"usage: ballast [--control PATH] [--json] COMMAND\n"
 	"\n"
 	"commands:\n"
-	"  volume create NAME --size SIZE      create a thin volume\n"
+	"  volume create NAME --size SIZE [--encrypt [--customer-key --key-file F]]\n"
+	"                [--no-encrypt]        create a thin volume (encrypted: with a\n"
+	"                                      key wrapped by the master key, or with a\n"
+	"                                      customer key that is never stored)\n"
 	"  volume list                         list volumes\n"
 	"  volume show NAME                    show one volume\n"
 	"  volume resize NAME --size SIZE [--force]\n"
@@ -57,6 +68,10 @@ static const char usage_text[] =
 	"                                      delete a volume (--force: even while connected;\n"
 	"                                      --recursive: with its snapshots)\n"
 	"  volume flatten NAME                 copy what a clone shares with its parent; detach it\n"
+	"  volume unlock NAME --key-file F     make a customer-key volume available\n"
+	"  volume lock NAME                    forget a customer-key volume's key\n"
+	"  key rotate --new-master-key-file F | --new-key-provider CMD\n"
+	"                                      re-wrap every volume key under a new master key\n"
 	"  snapshot create VOL --name SNAP     take a snapshot; VOL@SNAP is then a read-only export\n"
 	"  snapshot list [VOL]                 list snapshots (of one volume)\n"
 	"  snapshot show VOL@SNAP              show one snapshot\n"
@@ -74,7 +89,10 @@ static const char usage_text[] =
 	"\n"
 	"SIZE is bytes or a number with a K, M, G, T or P suffix (powers of 1024),\n"
 	"a multiple of 512.  NAME and SNAP are 1 to 64 characters from\n"
-	"A-Z a-z 0-9 . _ -, not starting with '.' or '-'.\n"
+	"A-Z a-z 0-9 . _ -, not starting with '.' or '-'.  Key files are read by\n"
+	"the daemon (their bytes never cross the socket); a customer key file holds\n"
+	"exactly 32 or 64 bytes, a master key file 32 bytes or 64 hex digits, and\n"
+	"both must be mode 0600 or stricter.\n"
 	"Exit status: 0 success, 1 error, 2 invalid command line.\n";
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -224,6 +242,22 @@ static void print_volume_list(json_t *result)
 		       human_size(get_u64(v, "allocated"), b, sizeof(b)), get_str(v, "created_at"));
 }
 
+/* "encryption:  AES-256-XTS" / "key:  service" / "locked:  yes (wrong master key)" */
+static void print_encryption(json_t *v)
+{
+	const char *key = get_str(v, "key");
+
+	printf("encryption:  %s\n",
+	       json_is_true(json_object_get(v, "encrypted")) ? "AES-256-XTS" : "none");
+	printf("key:         %s\n", strcmp(key, "service") == 0 ? "service (wrapped by the master key)"
+				  : strcmp(key, "customer") == 0 ? "customer (supplied at unlock, never stored)"
+				  : key);
+	if (json_is_true(json_object_get(v, "locked")))
+		printf("locked:      yes (%s)\n", get_str(v, "lock_reason"));
+	else
+		printf("locked:      no\n");
+}
+
 static void print_volume(json_t *v)
 {
 	char a[32];
@@ -239,6 +273,7 @@ static void print_volume(json_t *v)
 	printf("parent:      %s\n", get_str(v, "parent"));
 	printf("created:     %s\n", get_str(v, "created_at"));
 	printf("connections: %" PRIu64 "\n", get_u64(v, "connections"));
+	print_encryption(v);
 }
 
 static void print_snapshot_list(json_t *result)
@@ -307,6 +342,40 @@ static void print_stats(json_t *v)
 		printf("%-22s %" PRIu64 "\n", key, get_u64(v, key));
 }
 
+/* Options with a value, as "--opt VALUE" or "--opt=VALUE". */
+static bool value_option(struct cli *cli, const char *a, int argc, char **argv, int *i)
+{
+	const struct {
+		const char *name;
+		const char **dst;
+	} vopts[] = {
+		{ "--control", &cli->control },
+		{ "--size", &cli->size },
+		{ "--name", &cli->name },
+		{ "--key-file", &cli->key_file },
+		{ "--new-master-key-file", &cli->new_mk_file },
+		{ "--new-key-provider", &cli->new_provider },
+	};
+
+	for (size_t k = 0; k < sizeof(vopts) / sizeof(vopts[0]); k++) {
+		size_t n = strlen(vopts[k].name);
+
+		if (strncmp(a, vopts[k].name, n) != 0)
+			continue;
+		if (a[n] == '=') {
+			*vopts[k].dst = a + n + 1;
+			return true;
+		}
+		if (a[n] != '\0')
+			continue;
+		if (*i + 1 >= argc)
+			usage_error("option %s needs a value", a);
+		*vopts[k].dst = argv[++*i];
+		return true;
+	}
+	return false;
+}
+
 static void parse_args(struct cli *cli, int argc, char **argv)
 {
 	bool opts_done = false;
@@ -329,19 +398,13 @@ static void parse_args(struct cli *cli, int argc, char **argv)
 			cli->force = true;
 		} else if (strcmp(a, "--recursive") == 0) {
 			cli->recursive = true;
-		} else if (strcmp(a, "--control") == 0 || strcmp(a, "--size") == 0 ||
-			   strcmp(a, "--name") == 0) {
-			if (i + 1 >= argc)
-				usage_error("option %s needs a value", a);
-			*(a[2] == 'c' ? &cli->control : a[2] == 's' ? &cli->size : &cli->name) =
-				argv[++i];
-		} else if (strncmp(a, "--control=", 10) == 0) {
-			cli->control = a + 10;
-		} else if (strncmp(a, "--size=", 7) == 0) {
-			cli->size = a + 7;
-		} else if (strncmp(a, "--name=", 7) == 0) {
-			cli->name = a + 7;
-		} else {
+		} else if (strcmp(a, "--encrypt") == 0) {
+			cli->encrypt = true;
+		} else if (strcmp(a, "--no-encrypt") == 0) {
+			cli->no_encrypt = true;
+		} else if (strcmp(a, "--customer-key") == 0) {
+			cli->customer_key = true;
+		} else if (!value_option(cli, a, argc, argv, &i)) {
 			usage_error("unknown option '%s'", printable(a));
 		}
 	}
@@ -376,6 +439,72 @@ static void build_vol_size(struct cli *cli, const char *const *args, int n, json
 {
 	build_vol(cli, args, n, params);
 	json_object_set_new(params, "size", json_integer((json_int_t)check_size(cli->size)));
+}
+
+/*
+ * A key file as an absolute path: the daemon reads it, from its own working
+ * directory.  Not resolved further (the daemon reports a missing file).
+ */
+static void set_path(json_t *params, const char *key, const char *opt, const char *path)
+{
+	char cwd[4096], *abs;
+
+	if (!path[0])
+		usage_error("%s needs a path", opt);
+	if (path[0] == '/') {
+		set_str(params, key, path);
+		return;
+	}
+	if (!getcwd(cwd, sizeof(cwd))) {
+		fprintf(stderr, "ballast: cannot get the current directory: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (asprintf(&abs, "%s/%s", cwd, path) < 0) {
+		fputs("ballast: out of memory\n", stderr);
+		exit(1);
+	}
+	set_str(params, key, abs);
+	free(abs);
+}
+
+static void build_create(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol_size(cli, args, n, params);
+	if (cli->encrypt && cli->no_encrypt)
+		usage_error("volume create: --encrypt and --no-encrypt exclude each other");
+	if (cli->customer_key && cli->no_encrypt)
+		usage_error("volume create: --customer-key needs encryption, not --no-encrypt");
+	if (cli->customer_key && !cli->key_file)
+		usage_error("volume create: --customer-key needs --key-file F");
+	if (cli->key_file && !cli->customer_key)
+		usage_error("volume create: --key-file applies with --customer-key");
+	if (cli->encrypt || cli->customer_key)
+		json_object_set_new(params, "encrypt", json_true());
+	else if (cli->no_encrypt)
+		json_object_set_new(params, "encrypt", json_false());
+	if (cli->customer_key)
+		set_path(params, "customer_key_file", "--key-file", cli->key_file);
+}
+
+static void build_unlock(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol(cli, args, n, params);
+	if (!cli->key_file)
+		usage_error("volume unlock: missing --key-file F");
+	set_path(params, "key_file", "--key-file", cli->key_file);
+}
+
+static void build_rotate(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)args, (void)n;
+	if (!!cli->new_mk_file == !!cli->new_provider)
+		usage_error("key rotate: give one of --new-master-key-file F and --new-key-provider CMD");
+	if (cli->new_mk_file)
+		set_path(params, "new_master_key_file", "--new-master-key-file", cli->new_mk_file);
+	else if (!cli->new_provider[0])
+		usage_error("--new-key-provider needs a command");
+	else
+		set_str(params, "new_key_provider", cli->new_provider);
 }
 
 static void build_resize(struct cli *cli, const char *const *args, int n, json_t *params)
@@ -453,7 +582,8 @@ static void build_none(struct cli *cli, const char *const *args, int n, json_t *
 }
 
 static const struct cmd cmds[] = {
-	{ "volume", "create", "volume.create", 1, 1, OPT_SIZE, "volume name", build_vol_size },
+	{ "volume", "create", "volume.create", 1, 1, OPT_SIZE | OPT_ENCRYPT | OPT_KEY_FILE,
+	  "volume name", build_create },
 	{ "volume", "list", "volume.list", 0, 0, 0, NULL, build_none },
 	{ "volume", "show", "volume.show", 1, 1, 0, "volume name", build_vol },
 	{ "volume", "resize", "volume.resize", 1, 1, OPT_SIZE | OPT_FORCE, "volume name",
@@ -461,6 +591,9 @@ static const struct cmd cmds[] = {
 	{ "volume", "delete", "volume.delete", 1, 1, OPT_FORCE | OPT_RECURSIVE, "volume name",
 	  build_delete },
 	{ "volume", "flatten", "volume.flatten", 1, 1, 0, "volume name", build_vol },
+	{ "volume", "unlock", "volume.unlock", 1, 1, OPT_KEY_FILE, "volume name", build_unlock },
+	{ "volume", "lock", "volume.lock", 1, 1, 0, "volume name", build_vol },
+	{ "key", "rotate", "key.rotate", 0, 0, OPT_NEW_MASTER, NULL, build_rotate },
 	{ "snapshot", "create", "snapshot.create", 1, 1, OPT_NAME, "volume name",
 	  build_snap_create },
 	{ "snapshot", "list", "snapshot.list", 0, 1, 0, NULL, build_snap_list },
@@ -498,6 +631,9 @@ static const struct cmd *parse_command(struct cli *cli, json_t *params)
 		{ OPT_FORCE, "--force" },
 		{ OPT_NAME, "--name" },
 		{ OPT_RECURSIVE, "--recursive" },
+		{ OPT_ENCRYPT, "--encrypt, --no-encrypt or --customer-key" },
+		{ OPT_KEY_FILE, "--key-file" },
+		{ OPT_NEW_MASTER, "--new-master-key-file or --new-key-provider" },
 	};
 	const char *group = cli->args[0], *verb = cli->nargs > 1 ? cli->args[1] : NULL;
 	const struct cmd *c = NULL;
@@ -540,6 +676,9 @@ static const struct cmd *parse_command(struct cli *cli, json_t *params)
 	given |= cli->force ? OPT_FORCE : 0;
 	given |= cli->name ? OPT_NAME : 0;
 	given |= cli->recursive ? OPT_RECURSIVE : 0;
+	given |= cli->encrypt || cli->no_encrypt || cli->customer_key ? OPT_ENCRYPT : 0;
+	given |= cli->key_file ? OPT_KEY_FILE : 0;
+	given |= cli->new_mk_file || cli->new_provider ? OPT_NEW_MASTER : 0;
 	for (size_t k = 0; k < sizeof(opt_names) / sizeof(opt_names[0]); k++)
 		if ((given & opt_names[k].bit) && !(c->opts & opt_names[k].bit))
 			usage_error("%s: %s does not apply", label, opt_names[k].name);
@@ -561,8 +700,18 @@ static void print_result(const struct cli *cli, const char *method, json_t *para
 	} else if (strcmp(method, "volume.show") == 0) {
 		print_volume(result);
 	} else if (strcmp(method, "volume.create") == 0) {
-		printf("created volume '%s' (%s)\n", name,
-		       human_size(get_u64(result, "size"), a, sizeof(a)));
+		printf("created volume '%s' (%s)%s%s%s\n", name,
+		       human_size(get_u64(result, "size"), a, sizeof(a)),
+		       json_is_true(json_object_get(result, "encrypted")) ? ", encrypted with a " : "",
+		       json_is_true(json_object_get(result, "encrypted")) ? get_str(result, "key") : "",
+		       json_is_true(json_object_get(result, "encrypted")) ? " key" : "");
+	} else if (strcmp(method, "volume.unlock") == 0) {
+		printf("unlocked volume '%s'\n", name);
+	} else if (strcmp(method, "volume.lock") == 0) {
+		printf("locked volume '%s'\n", name);
+	} else if (strcmp(method, "key.rotate") == 0) {
+		printf("rotated the master key: %" PRIu64 " volume key%s re-wrapped\n",
+		       get_u64(result, "volumes"), get_u64(result, "volumes") == 1 ? "" : "s");
 	} else if (strcmp(method, "volume.resize") == 0) {
 		printf("resized volume '%s' to %s\n", name,
 		       human_size(get_u64(result, "size"), a, sizeof(a)));

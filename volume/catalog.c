@@ -14,12 +14,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/log.h"
+#include "volume/keys_internal.h"
 #include "volume/volume_internal.h"
 
 size_t bal_vrec_encode(const struct bal_vrec *rec, uint64_t size, uint8_t *buf)
@@ -113,18 +115,20 @@ void bal_vrec_destroy(struct bal_vstore *st, struct bal_vrec *rec, bool release)
 	struct bal_xent e;
 	uint64_t lcl = 0, found;
 
-	while (release && bal_xmap_next(&rec->map, lcl, &found, &e)) {
-		if (bal_xent_owns(&e))
-			bal_pool_release(st->pool, e.phys);
-		lcl = found + 1;
-	}
-	if (release)
+	if (release && st) {
+		while (bal_xmap_next(&rec->map, lcl, &found, &e)) {
+			if (bal_xent_owns(&e))
+				bal_pool_release(st->pool, e.phys);
+			lcl = found + 1;
+		}
 		bal_vers_foreach(&rec->vers, release_ver, st->pool);
+	}
 	for (size_t i = 0; i < rec->nsnaps; i++)
 		free(rec->snaps[i]);
 	free(rec->snaps);
 	bal_vers_fini(&rec->vers);
 	bal_xmap_fini(&rec->map);
+	bal_vkey_destroy(rec->key);
 	pthread_mutex_destroy(&rec->lock);
 	free(rec);
 }
@@ -172,13 +176,33 @@ bool bal_vol_size_is_valid(uint64_t size)
 
 int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size)
 {
+	struct bal_vol_create_opts o = {
+		.opts_size = sizeof(o), .name = name, .size = size, .enc = BAL_ENC_DEFAULT,
+	};
+
+	return bal_vstore_create_opts(st, &o);
+}
+
+int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_opts *o)
+{
 	uint8_t key[BAL_VOL_KEY_LEN], val[17 + BAL_NAME_MAX], next[8];
 	const uint8_t ikey = BAL_KEY_NEXT_ID;
 	struct bal_kv_batch *b;
 	struct bal_vrec *rec;
+	enum bal_enc enc;
+	const char *name;
+	uint64_t size;
 	int ret;
 
-	if (!bal_name_is_valid(name) || !bal_vol_size_is_valid(size))
+	if (!o || o->opts_size < offsetof(struct bal_vol_create_opts, customer_key) +
+				 sizeof(o->customer_key))
+		return -EINVAL;
+	name = o->name;
+	size = o->size;
+	enc = bal_vkey_resolve(st, o->enc);
+	if (!name || !bal_name_is_valid(name) || !bal_vol_size_is_valid(size) ||
+	    enc > BAL_ENC_CUSTOMER || (enc == BAL_ENC_CUSTOMER && !o->customer_key) ||
+	    (enc != BAL_ENC_NONE && size % BAL_ENC_ALIGN))
 		return -EINVAL;
 	pthread_mutex_lock(&st->ctl_lock);
 	pthread_mutex_lock(&st->cat_lock);
@@ -198,6 +222,12 @@ int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size)
 		ret = -ENOMEM;
 		goto err_remove;
 	}
+	/* The key record goes in the same synced batch as the volume's. */
+	ret = bal_vkey_create(st, rec, enc, o->customer_key, b);
+	if (ret) {
+		bal_kv_batch_destroy(b);
+		goto err_remove;
+	}
 	bal_key_vol(key, rec->id);
 	bal_kv_batch_put(b, key, sizeof(key), val, bal_vrec_encode(rec, size, val));
 	bal_put_be64(next, rec->id + 1);
@@ -207,7 +237,8 @@ int bal_vstore_create(struct bal_vstore *st, const char *name, uint64_t size)
 	if (ret)
 		goto err_remove;
 	st->next_id++;
-	bal_info("volume %s: created, id %" PRIu64 ", %" PRIu64 " bytes", name, rec->id, size);
+	bal_info("volume %s: created, id %" PRIu64 ", %" PRIu64 " bytes%s", name, rec->id, size,
+		 enc == BAL_ENC_NONE ? "" : ", encrypted");
 	goto out_unlock;
 err_remove:
 	bal_vstore_remove_locked(st, rec);
@@ -237,6 +268,7 @@ static void fill_info(struct bal_vrec *rec, struct bal_vol_info *out)
 		snprintf(out->parent, sizeof(out->parent), "%s@%s", rec->parent->name,
 			 rec->psnap->name);
 	pthread_mutex_unlock(&rec->lock);
+	bal_vkey_info(rec, out);
 }
 
 static int cmp_info(const void *a, const void *b)
@@ -303,18 +335,21 @@ static int open_locked(struct bal_vstore *st, const char *name, struct bal_volum
 	if (!rec)
 		return -ENOENT;
 	if (at) {
+		/* A snapshot uses its volume's key. */
 		pthread_mutex_lock(&rec->lock);
 		sn = bal_vrec_find_snap(rec, at + 1);
-		if (sn && sn->ready)
-			sn->connections++;
-		else
+		if (sn && !sn->ready)
 			sn = NULL;
+		if (sn && !bal_vkey_open_check(rec))
+			sn->connections++;
 		pthread_mutex_unlock(&rec->lock);
 		if (!sn)
 			return -ENOENT;
-	} else {
-		rec->connections++;
 	}
+	if (bal_vkey_open_check(rec))
+		return -ENOKEY;
+	if (!at)
+		rec->connections++;
 	vol->rec = rec;
 	vol->snap = sn;
 	snprintf(vol->name, sizeof(vol->name), "%s", name);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "volume/keys_internal.h"
 #include "volume/volume_internal.h"
 
 struct vec {
@@ -201,6 +202,12 @@ int bal_vstore_clone(struct bal_vstore *st, const char *vol, const char *snap,
 	b = bal_kv_batch_create();
 	if (!b)
 		goto err_remove;
+	/* Same key as the origin, in the same synced batch as the record. */
+	ret = bal_vkey_clone(st, rec, nrec, b);
+	if (ret) {
+		bal_kv_batch_destroy(b);
+		goto err_remove;
+	}
 	bal_key_vol(key, nrec->id);
 	bal_kv_batch_put(b, key, sizeof(key), val, bal_vrec_encode(nrec, sn->size, val));
 	bal_put_be64(next, nrec->id + 1);

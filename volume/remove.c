@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "volume/keys_internal.h"
 #include "volume/volume_internal.h"
 
 /* Volume locked: shrink the map of @rec from @old to @size bytes. */
@@ -59,8 +60,9 @@ int bal_vstore_resize(struct bal_vstore *st, const char *name, uint64_t size, bo
 		goto out_cat;
 	pthread_mutex_lock(&rec->lock);
 	old = atomic_load(&rec->size);
-	ret = 0;
-	if (size == old)
+	/* Encrypted volumes stay whole XTS data units. */
+	ret = bal_vkey_check_size(rec, size);
+	if (ret || size == old)
 		goto out_rec;
 	ret = -EPERM;
 	if (size < old && !force)
@@ -143,6 +145,7 @@ int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force, bool 
 		delete_keys(b, BAL_KEY_MAP, rec->id);
 		delete_keys(b, BAL_KEY_VER, rec->id);
 		delete_keys(b, BAL_KEY_SNAP, rec->id);
+		delete_keys(b, BAL_KEY_VKEY, rec->id);
 		ret = bal_vstore_write_synced(st, b);
 		bal_kv_batch_destroy(b);
 	}

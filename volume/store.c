@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "volume/keys_internal.h"
 #include "volume/volume_internal.h"
 
 int bal_vstore_pool_fd(const struct bal_vstore *st)
@@ -336,6 +337,12 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	pthread_mutex_init(&st->grace_lock, NULL);
 	pthread_mutex_init(&st->freeze_lock, NULL);
 	pthread_mutex_init(&st->sync_lock, NULL);
+	/* Older callers' opts end before the key fields. */
+	if (opts->opts_size >= offsetof(struct bal_vstore_opts, encrypt_by_default) +
+				       sizeof(opts->encrypt_by_default)) {
+		st->master = opts->master;
+		st->encrypt_by_default = opts->encrypt_by_default;
+	}
 	st->dir = strdup(opts->dir);
 	if (!st->dir) {
 		ret = -ENOMEM;
@@ -351,6 +358,9 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	if (ret)
 		goto err_close;
 	ret = load_catalog(st);
+	if (ret)
+		goto err_close;
+	ret = bal_vstore_load_keys(st);
 	if (ret)
 		goto err_close;
 	ret = bal_vstore_load_snaps(st);

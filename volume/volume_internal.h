@@ -13,6 +13,8 @@
  *   'D' id(8) death(8) lcl(8)    -> phys cluster(8) birth(8) flags(4)
  *   'S' id(8) epoch(8)           -> snap id(8) size(8) created_at(8)
  *                                   parent limit(8) name_len(1) name
+ *   'K' id(8)                    -> data key of an encrypted volume (keys.c)
+ *   'k'                          -> key check value of the master key (keys.c)
  * so one volume's live map, its old versions (ordered by death) and its
  * snapshots (ordered by epoch) are each one key range.
  *
@@ -57,6 +59,8 @@
 #define BAL_KEY_MAP 'M'
 #define BAL_KEY_VER 'D'
 #define BAL_KEY_SNAP 'S'
+#define BAL_KEY_VKEY 'K'
+#define BAL_KEY_KCV 'k'
 #define BAL_FORMAT_MAGIC "BALV"
 #define BAL_FORMAT_VERSION 1
 #define BAL_VOL_KEY_LEN 9
@@ -111,6 +115,7 @@ struct bal_vers {
 };
 
 struct bal_vrec;
+struct bal_vkey;
 
 struct bal_snap {
 	char name[BAL_NAME_MAX + 1];
@@ -161,6 +166,8 @@ struct bal_vrec {
 	bool freezing;
 	uint32_t freeze_lo;
 	struct bal_recopy *recopy;
+	/* Encrypted volumes (keys.c): NULL for plain ones; set at load or create. */
+	struct bal_vkey *key;
 };
 
 struct bal_sync_req {
@@ -177,6 +184,10 @@ struct bal_vstore {
 	struct bal_pool *pool;
 
 	pthread_mutex_t ctl_lock;	/* serialises catalog changes */
+	/* Encryption (keys.c): changed under ctl_lock after open. */
+	const struct bal_mk *master;	/* borrowed; NULL: none given */
+	bool master_ok;			/* may wrap keys (matches the stored KCV) */
+	bool encrypt_by_default;
 
 	pthread_mutex_t cat_lock;	/* protects the fields below */
 	struct bal_vrec **vols;		/* including deleted ones still open */

@@ -115,7 +115,7 @@ for col in ("SIZE", "ALLOCATED", "CREATED"):
 EOF
 run 0 bal volume list --json
 json "[v['name'] for v in d['volumes']] == ['big', 'vm1', 'vm2']"
-json "all(set(v) == {'name', 'id', 'size', 'allocated', 'exclusive', 'shared', 'snapshots', 'parent', 'created_at', 'connections'} for v in d['volumes'])"
+json "all(set(v) == {'name', 'id', 'size', 'allocated', 'exclusive', 'shared', 'snapshots', 'parent', 'created_at', 'connections', 'encrypted', 'key', 'locked', 'lock_reason'} for v in d['volumes'])"
 run 0 "$BALLAST" volume list --control "$CTL" --json    # global options after the command
 json "len(d['volumes']) == 3"
 
