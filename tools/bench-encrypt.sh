@@ -14,13 +14,13 @@
 # on 4 KiB blocks gives the cipher's own ceiling on one core.
 #
 # Writes a Markdown table with the commands that produced it to
-# docs/bench-encrypt.md (BENCH_OUT).  Not a test.
+# build/bench-encrypt.md (BENCH_OUT; docs/benchmarks.md quotes it).  Not a test.
 #
 # Environment (all optional):
 #   SIZE=S           volume size and fio span (default 1G)
 #   BENCH_RUNTIME=S  seconds per fio job (default 10)
 #   BENCH_DIR=DIR    parent of the scratch directory (default /var/tmp)
-#   BENCH_OUT=FILE   result file (default docs/bench-encrypt.md)
+#   BENCH_OUT=FILE   result file (default build/bench-encrypt.md)
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 export LC_ALL=C
@@ -31,7 +31,7 @@ BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
 PY=/usr/bin/python3
 SIZE=${SIZE:-1G}
 RUNTIME=${BENCH_RUNTIME:-10}
-OUT=${BENCH_OUT:-$TOP/docs/bench-encrypt.md}
+OUT=${BENCH_OUT:-$TOP/build/bench-encrypt.md}
 
 for tool in fio nbdkit nbdcopy openssl; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
