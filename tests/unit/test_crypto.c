@@ -18,18 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/unit/check.h"
 #include "crypto/crypto.h"
 
-static unsigned checks;
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		checks++;                                                            \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
 
 #define CHECK_RC(expr, want)                                                          \
 	do {                                                                          \
@@ -893,6 +885,6 @@ int main(void)
 	test_throughput();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	CHECK(system(cmd) == 0);
-	printf("%u checks passed\n", checks);
+	printf("%u checks passed\n", atomic_load(&checks));
 	return 0;
 }

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/unit/check.h"
 #include "common/log.h"
 #include "volume/volume.h"
 #include "volume/volume_internal.h"
@@ -24,30 +25,10 @@
 #define CL BAL_CLUSTER_SIZE
 #define MiB (1024ULL * 1024)
 
-static unsigned checks;
 static uint64_t seed;
 static char tmproot[64], tmpdir[80];
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		checks++;                                                                  \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "FAIL %s:%d: %s (seed %" PRIu64 ")\n", __FILE__,   \
-				__LINE__, #cond, seed);                                    \
-			exit(1);                                                           \
-		}                                                                          \
-	} while (0)
 
-#define CHECK_EQ(a, b)                                                                     \
-	do {                                                                               \
-		long long a_ = (long long)(a), b_ = (long long)(b);                        \
-		checks++;                                                                  \
-		if (a_ != b_) {                                                            \
-			fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld (seed %" PRIu64 ")\n", \
-				__FILE__, __LINE__, #a, a_, #b, b_, seed);                 \
-			exit(1);                                                           \
-		}                                                                          \
-	} while (0)
 
 static uint64_t rng;
 
@@ -1048,6 +1029,6 @@ int main(int argc, char **argv)
 	test_resize();
 	test_inflight();
 	test_many();
-	printf("%u checks passed, 0 failed\n", checks);
+	printf("%u checks passed, 0 failed\n", atomic_load(&checks));
 	return 0;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/unit/check.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "volume/keys_internal.h"
@@ -24,28 +25,9 @@
 #define KiB 1024ULL
 #define MiB (1024 * KiB)
 
-static unsigned checks;
 static char tmproot[64], tmpdir[80];
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		checks++;                                                            \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
 
-#define CHECK_EQ(a, b)                                                              \
-	do {                                                                        \
-		long long a_ = (long long)(a), b_ = (long long)(b);                 \
-		checks++;                                                           \
-		if (a_ != b_) {                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld\n", \
-				__FILE__, __LINE__, #a, a_, #b, b_);                \
-			exit(1);                                                    \
-		}                                                                   \
-	} while (0)
 
 static uint8_t raw_xts[BAL_XTS_KEY_LEN], raw_mk1[BAL_MK_LEN], raw_mk2[BAL_MK_LEN];
 static uint8_t raw_ck1[32], raw_ck2[32];
@@ -511,6 +493,6 @@ int main(void)
 	bal_ck_destroy(ck1);
 	bal_mk_destroy(mk2);
 	bal_mk_destroy(mk1);
-	printf("%u checks passed, 0 failed\n", checks);
+	printf("%u checks passed, 0 failed\n", atomic_load(&checks));
 	return 0;
 }

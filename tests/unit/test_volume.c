@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "tests/unit/check.h"
 #include "common/log.h"
 #include "volume/volume.h"
 #include "volume/volume_internal.h"
@@ -29,28 +30,9 @@
 #define TiB (1024 * GiB)
 #define MAXSEGS 64
 
-static atomic_uint checks;
 static char tmproot[64], tmpdir[80];
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		checks++;                                                            \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
 
-#define CHECK_EQ(a, b)                                                              \
-	do {                                                                        \
-		long long a_ = (long long)(a), b_ = (long long)(b);                 \
-		checks++;                                                           \
-		if (a_ != b_) {                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s == %lld, expected %s == %lld\n", \
-				__FILE__, __LINE__, #a, a_, #b, b_);                \
-			exit(1);                                                    \
-		}                                                                   \
-	} while (0)
 
 static struct bal_vstore *store_open_dir(const char *dir)
 {

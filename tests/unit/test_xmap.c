@@ -9,18 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/unit/check.h"
 #include "volume/xmap.h"
 
-static unsigned checks;
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		checks++;                                                            \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
 
 #define RANGE 50000u	/* model keys: a window of logical clusters */
 
@@ -161,6 +153,6 @@ int main(void)
 	test_random((UINT64_C(1) << 44) - RANGE);
 	test_random(1000003);
 	test_memory();
-	printf("%u checks passed, 0 failed\n", checks);
+	printf("%u checks passed, 0 failed\n", atomic_load(&checks));
 	return 0;
 }
