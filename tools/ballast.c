@@ -97,9 +97,14 @@ static const char usage_text[] =
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+/* The request being built; a usage error ends the program without sending it. */
+static json_t *pending_params;
+
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
+
+	json_decref(pending_params);
 
 	fputs("ballast: ", stderr);
 	va_start(ap, fmt);
@@ -761,6 +766,7 @@ int main(int argc, char **argv)
 		fputs("ballast: out of memory\n", stderr);
 		return 1;
 	}
+	pending_params = params;
 	c = parse_command(&cli, params);
 	if (cli.control && !*cli.control)
 		usage_error("--control needs a path");
