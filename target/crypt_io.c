@@ -7,10 +7,11 @@
  *
  * Each connection owns one cipher context (it lives on one worker thread),
  * so encryption runs on every worker in parallel.  Aligned requests are
- * encrypted or decrypted in place in the request buffer; a write or zero
+ * encrypted or decrypted in place in the request buffer (large ones by the
+ * cipher pool, cipher_pool.c, through cio_crypt); a write or zero
  * that covers part of a 4 KiB unit reads that unit, merges and rewrites it
  * (blocking pread/pwrite on the worker: the rare unaligned case).
- * Worker thread only.
+ * Worker thread only, except cio_crypt (any thread, with its own context).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ int cio_open(struct conn *c)
 
 	if (!key)
 		return 0;
+	c->xkey = key;
 	return bal_xts_ctx_create(key, &c->xts);
 }
 
@@ -37,6 +39,7 @@ void cio_close(struct conn *c)
 {
 	bal_xts_ctx_destroy(c->xts);
 	c->xts = NULL;
+	c->xkey = NULL;
 }
 
 static bool unit_is_zero(const uint8_t *p)
@@ -49,23 +52,38 @@ static bool unit_is_zero(const uint8_t *p)
 	return true;
 }
 
-int cio_decrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len)
+int cio_crypt(struct bal_xts_ctx *xts, bool encrypt, uint64_t off, uint8_t *buf, size_t len)
 {
-	for (size_t pos = 0; pos < len; pos += CIO_UNIT) {
+	size_t pos = 0, run;
+
+	if (encrypt)
+		return bal_xts_encrypt(xts, off / UNIT, buf, buf, len);
+	while (pos < len) {
 		int ret;
 
-		if (unit_is_zero(buf + pos))
-			continue;	/* never written: reads as zeroes */
-		ret = bal_xts_decrypt(c->xts, (off + pos) / UNIT, buf + pos, buf + pos, CIO_UNIT);
+		if (unit_is_zero(buf + pos)) {
+			pos += CIO_UNIT;	/* never written: reads as zeroes */
+			continue;
+		}
+		/* One call for a run of written units. */
+		for (run = CIO_UNIT; pos + run < len && !unit_is_zero(buf + pos + run); run += CIO_UNIT)
+			;
+		ret = bal_xts_decrypt(xts, (off + pos) / UNIT, buf + pos, buf + pos, run);
 		if (ret < 0)
 			return ret;
+		pos += run;
 	}
 	return 0;
 }
 
+int cio_decrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len)
+{
+	return cio_crypt(c->xts, false, off, buf, len);
+}
+
 int cio_encrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len)
 {
-	return bal_xts_encrypt(c->xts, off / UNIT, buf, buf, len);
+	return cio_crypt(c->xts, true, off, buf, len);
 }
 
 /* Read and decrypt the unit at @uoff (unit-aligned) into @buf. */

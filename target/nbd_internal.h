@@ -32,6 +32,8 @@
 struct conn;
 struct req;
 struct bal_xts_ctx;
+struct bal_xts_key;
+struct cpool;
 
 /* An outgoing message: up to 4 iovecs; the owner frees it in done(). */
 struct out {
@@ -90,6 +92,7 @@ struct conn {
 	uint32_t meta_id;
 	struct bal_volume *vol;
 	struct bal_xts_ctx *xts;	/* encrypted volume: this connection's cipher */
+	const struct bal_xts_key *xkey;	/* its key, for the cipher pool */
 	uint16_t tflags;
 
 	/* Transmission accounting. */
@@ -140,9 +143,39 @@ int cio_encrypt(struct conn *c, uint64_t off, uint8_t *buf, size_t len);
 int cio_align_write(struct conn *c, uint64_t off, uint32_t len, const uint8_t *data,
 		    uint8_t **out, uint64_t *aoff, uint32_t *alen);
 int cio_zero_edges(struct conn *c, uint64_t off, uint64_t len, uint64_t *moff, uint64_t *mlen);
+/* Any thread: en- or decrypt whole units at volume offset @off (decrypt skips zero units). */
+int cio_crypt(struct bal_xts_ctx *xts, bool encrypt, uint64_t off, uint8_t *buf, size_t len);
+
+/*
+ * cipher_pool.c: the cipher work of large requests, on pool threads.  A job
+ * (the caller's storage, untouched by the caller until @msg runs) is cut
+ * into CPOOL_CHUNK pieces run in parallel; when all are done @msg is posted
+ * to @w, with the first failure in @err.
+ */
+#define CPOOL_MIN (128u << 10)		/* smaller requests are ciphered inline */
+#define CPOOL_CHUNK (128u << 10)
+struct cjob {
+	const struct bal_xts_key *key;	/* valid until @msg runs */
+	bool encrypt;
+	uint64_t off;			/* volume offset of buf[0], unit-aligned */
+	uint8_t *buf;
+	size_t len;			/* a multiple of CIO_UNIT */
+	struct bal_worker *w;
+	struct bal_msg *msg;
+	int err;
+	/* The pool's, under its lock. */
+	struct cjob *next;
+	uint64_t seq;
+	size_t claimed;
+	unsigned left;
+};
+int cpool_create(unsigned nthreads, struct cpool **out);
+void cpool_destroy(struct cpool *p);	/* after every job ended */
+void cpool_submit(struct cpool *p, struct cjob *j);
 
 /* server.c, for the connection code */
 struct bal_vstore *srv_store(struct bal_server *srv);
+struct cpool *srv_cpool(struct bal_server *srv);
 const char *srv_default_export(struct bal_server *srv);
 unsigned srv_handshake_timeout(struct bal_server *srv);
 unsigned srv_request_timeout(struct bal_server *srv);

@@ -6,7 +6,8 @@
  * SIGTERM/SIGINT the listeners close, every worker drains its connections
  * (handshakes are dropped, in-flight requests are answered, new ones get
  * ESHUTDOWN) and quits when it owns none; a connection that has not
- * finished after DRAIN_TIMEOUT seconds is closed.
+ * finished after DRAIN_TIMEOUT seconds is closed.  The cipher pool
+ * (cipher_pool.c) starts with the workers and stops after them.
  */
 #include "target/server.h"
 
@@ -55,6 +56,7 @@ struct bal_server {
 	unsigned nls;
 	struct wstate ws[MAX_WORKERS];
 	unsigned nworkers, rr;
+	struct cpool *cpool;		/* cipher work of large encrypted requests */
 	int stopping;			/* atomic */
 };
 
@@ -66,6 +68,7 @@ struct accept_msg {
 };
 
 struct bal_vstore *srv_store(struct bal_server *srv) { return srv->store; }
+struct cpool *srv_cpool(struct bal_server *srv) { return srv->cpool; }
 const char *srv_default_export(struct bal_server *srv) { return srv->default_export; }
 unsigned srv_handshake_timeout(struct bal_server *srv) { return srv->handshake_timeout; }
 unsigned srv_request_timeout(struct bal_server *srv) { return srv->request_timeout; }
@@ -284,6 +287,10 @@ int bal_server_open(const struct bal_server_opts *opts, struct bal_server **out)
 		bal_info("listening on %s", s);
 	}
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* One cipher thread per CPU: a single stream's AES spreads over all cores. */
+	ret = cpool_create(ncpu > 0 ? (unsigned)ncpu : 1, &srv->cpool);
+	if (ret < 0)
+		goto err;
 	srv->nworkers = opts->workers ? opts->workers : (ncpu > 0 ? (unsigned)ncpu : 1);
 	if (srv->nworkers > MAX_WORKERS)
 		srv->nworkers = MAX_WORKERS;
@@ -431,6 +438,8 @@ void bal_server_close(struct bal_server *srv)
 		}
 		bal_worker_destroy(srv->ws[i].w);
 	}
+	/* After the workers: each job's request kept its worker running. */
+	cpool_destroy(srv->cpool);
 	for (unsigned i = 0; i < srv->nls; i++) {
 		if (srv->ls[i].fd >= 0)
 			close(srv->ls[i].fd);
