@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "tests/unit/check.h"
+#include "tests/unit/volio.h"
 #include "common/log.h"
 #include "volume/volume.h"
 #include "volume/volume_internal.h"
@@ -78,40 +79,6 @@ static struct bal_volume *vopen(struct bal_vstore *st, const char *name)
 
 	CHECK_EQ(bal_vol_open(st, name, &v), 0);
 	return v;
-}
-
-static void vwrite(struct bal_vstore *st, struct bal_volume *v, uint64_t off, uint32_t len,
-		   const uint8_t *buf)
-{
-	size_t max = bal_vol_max_segs(len), n = 0;
-	struct bal_seg *s = calloc(max, sizeof(*s));
-
-	CHECK(s);
-	CHECK_EQ(bal_vol_map_write(v, off, len, s, max, &n), 0);
-	for (size_t i = 0; i < n; i++) {
-		CHECK_EQ(pwrite(bal_vstore_pool_fd(st), buf, s[i].len, (off_t)s[i].phys), s[i].len);
-		buf += s[i].len;
-	}
-	free(s);
-}
-
-static void vread(struct bal_vstore *st, struct bal_volume *v, uint64_t off, uint32_t len,
-		  uint8_t *buf)
-{
-	size_t max = bal_vol_max_segs(len), n = 0;
-	struct bal_seg *s = calloc(max, sizeof(*s));
-
-	CHECK(s);
-	CHECK_EQ(bal_vol_map_read(v, off, len, s, max, &n), 0);
-	for (size_t i = 0; i < n; i++) {
-		if (s[i].phys == BAL_SEG_HOLE)
-			memset(buf, 0, s[i].len);
-		else
-			CHECK_EQ(pread(bal_vstore_pool_fd(st), buf, s[i].len, (off_t)s[i].phys),
-				 s[i].len);
-		buf += s[i].len;
-	}
-	free(s);
 }
 
 /* Write @len bytes of @c at @off of volume or snapshot @name. */
