@@ -7,6 +7,7 @@
 #ifndef BAL_TEST_CHECK_H
 #define BAL_TEST_CHECK_H
 
+#include <ftw.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,5 +33,20 @@ static atomic_uint checks;
 			exit(1);                                                    \
 		}                                                                   \
 	} while (0)
+
+static inline int check_rm_one(const char *path, const struct stat *sb, int flag,
+			       struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Remove the scratch tree @path (a test's temporary directory). */
+static inline void check_rmtree(const char *path)
+{
+	nftw(path, check_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 #endif

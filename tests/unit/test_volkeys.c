@@ -45,17 +45,9 @@ static struct bal_vstore *store_open(const struct bal_mk *mk, bool by_default)
 	return st;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void rm_tmpdir(void)
 {
-	nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rmtree(tmproot);
 }
 
 /* Ciphertext of a fixed 4 KiB block at logical block 7 under @key. */

@@ -53,17 +53,9 @@ static struct bal_vstore *store_open(void)
 	return st;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void rm_tmpdir(void)
 {
-	nftw(tmproot, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	check_rmtree(tmproot);
 }
 
 static __thread uint64_t rng_state;
