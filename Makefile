@@ -14,7 +14,7 @@ OPT := -O2 -g
 endif
 
 CC ?= cc
-PKGS := liburing rocksdb openssl jansson libzstd
+PKGS := liburing rocksdb openssl jansson libzstd libcurl
 WARN := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 \
 	-Wmissing-prototypes -Wstrict-prototypes -Wimplicit-fallthrough
 CFLAGS := $(OPT) $(WARN) -D_FORTIFY_SOURCE=2 -fstack-protector-strong \

@@ -259,4 +259,21 @@ int bal_gcm_seal(const uint8_t key[BAL_GCM_KEY_LEN], const void *aad, size_t aad
 int bal_gcm_open(const uint8_t key[BAL_GCM_KEY_LEN], const void *aad, size_t aad_len,
 		 const void *in, size_t in_len, void *out);
 
+/* ---- hashing (object tier) -------------------------------------------- */
+
+#define BAL_SHA256_LEN 32
+
+/* SHA-256 of @data.  0, -EINVAL, -EIO.  Any thread. */
+int bal_sha256(const void *data, size_t len, uint8_t out[BAL_SHA256_LEN]);
+
+/* HMAC-SHA256 of @data under @key.  0, -EINVAL, -EIO.  Any thread. */
+int bal_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+		    uint8_t out[BAL_SHA256_LEN]);
+
+/* Constant-time comparison of two MACs or check values. */
+bool bal_mac_equal(const void *a, const void *b, size_t len);
+
+/* Wipe @len bytes at @p (OPENSSL_cleanse: not optimised away).  NULL is a no-op. */
+void bal_wipe(void *p, size_t len);
+
 #endif
