@@ -22,11 +22,13 @@
 
 struct bal_ctl;
 struct bal_vstore;
+struct bal_tier;
 
 struct bal_ctl_opts {
 	size_t opts_size;		/* sizeof(struct bal_ctl_opts) */
 	const char *path;		/* socket path */
 	struct bal_vstore *store;	/* not owned; must outlive the server */
+	struct bal_tier *tier;		/* not owned; must outlive the server */
 };
 
 /*

@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "crypto/crypto.h"
+#include "snapshot/tier.h"
 #include "target/control.h"
 #include "target/server.h"
 #include "volume/volume.h"
@@ -65,6 +66,9 @@ int main(int argc, char **argv)
 	struct bal_server_opts sopts = { .opts_size = sizeof(sopts) };
 	struct bal_vstore_opts vopts = { .opts_size = sizeof(vopts) };
 	struct bal_ctl_opts copts = { .opts_size = sizeof(copts) };
+	struct bal_tier_opts topts = { .opts_size = sizeof(topts) };
+	struct bal_tier *tier = NULL;
+	char objurl[4200], absdir[4096];
 	const char *dir = "./ballast-data", *control = NULL;
 	const char *mkfile = NULL, *provider = NULL;
 	struct bal_mk *mk = NULL;
@@ -159,12 +163,25 @@ int main(int argc, char **argv)
 		bal_mk_destroy(mk);
 		return 1;
 	}
+	/* The default object store lives in the data directory (made by now). */
+	if (!realpath(dir, absdir))
+		snprintf(absdir, sizeof(absdir), "%s", dir);
+	snprintf(objurl, sizeof(objurl), "file://%s/objects", absdir);
+	topts.store = store;
+	topts.default_url = objurl;
+	ret = bal_tier_create(&topts, &tier);
+	if (ret < 0) {
+		bal_err("object tier: %s", strerror(-ret));
+		goto out_store;
+	}
 	sopts.store = store;
+	sopts.tier = tier;
 	ret = bal_server_open(&sopts, &srv);
 	if (ret < 0)
-		goto out_store;
+		goto out_tier;
 	copts.path = control;
 	copts.store = store;
+	copts.tier = tier;
 	ret = bal_ctl_open(&copts, &ctl);
 	if (ret < 0) {
 		bal_err("control socket %s: %s", control, strerror(-ret));
@@ -175,6 +192,8 @@ int main(int argc, char **argv)
 	bal_ctl_close(ctl);
 out_server:
 	bal_server_close(srv);
+out_tier:
+	bal_tier_destroy(tier);
 out_store:
 	bal_vstore_close(store);
 	bal_mk_destroy(mk);

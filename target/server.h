@@ -12,12 +12,14 @@
 
 struct bal_server;
 struct bal_vstore;
+struct bal_tier;
 
 #define BAL_MAX_LISTEN 16
 
 struct bal_server_opts {
 	size_t opts_size;		/* sizeof(struct bal_server_opts) */
 	struct bal_vstore *store;
+	struct bal_tier *tier;		/* restored volumes fetch through it (may be NULL) */
 	const char *listen[BAL_MAX_LISTEN];	/* "tcp:HOST:PORT" or "unix:PATH" */
 	unsigned nlisten;
 	const char *default_export;	/* NULL: the empty name is refused */

@@ -129,6 +129,7 @@ void bal_vrec_destroy(struct bal_vstore *st, struct bal_vrec *rec, bool release)
 	bal_vers_fini(&rec->vers);
 	bal_xmap_fini(&rec->map);
 	bal_vkey_destroy(rec->key);
+	bal_vremote_destroy(rec->remote);
 	pthread_mutex_destroy(&rec->lock);
 	free(rec);
 }
@@ -188,6 +189,8 @@ int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_op
 	uint8_t key[BAL_VOL_KEY_LEN], val[17 + BAL_NAME_MAX], next[8];
 	const uint8_t ikey = BAL_KEY_NEXT_ID;
 	struct bal_kv_batch *b;
+	const struct bal_xts_key *import_key = NULL;
+	const struct bal_vol_remote *remote = NULL;
 	struct bal_vrec *rec;
 	enum bal_enc enc;
 	const char *name;
@@ -200,6 +203,12 @@ int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_op
 	name = o->name;
 	size = o->size;
 	enc = bal_vkey_resolve(st, o->enc);
+	if (o->opts_size >= offsetof(struct bal_vol_create_opts, remote) + sizeof(o->remote)) {
+		import_key = o->import_key;
+		remote = o->remote;
+	}
+	if (import_key && o->enc != BAL_ENC_SERVICE)
+		return -EINVAL;
 	if (!name || !bal_name_is_valid(name) || !bal_vol_size_is_valid(size) ||
 	    enc > BAL_ENC_CUSTOMER || (enc == BAL_ENC_CUSTOMER && !o->customer_key) ||
 	    (enc != BAL_ENC_NONE && size % BAL_ENC_ALIGN))
@@ -223,7 +232,9 @@ int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_op
 		goto err_remove;
 	}
 	/* The key record goes in the same synced batch as the volume's. */
-	ret = bal_vkey_create(st, rec, enc, o->customer_key, b);
+	ret = bal_vkey_create(st, rec, enc, o->customer_key, import_key, b);
+	if (!ret && remote)
+		ret = bal_vremote_create(rec, remote, b);
 	if (ret) {
 		bal_kv_batch_destroy(b);
 		goto err_remove;
@@ -237,8 +248,8 @@ int bal_vstore_create_opts(struct bal_vstore *st, const struct bal_vol_create_op
 	if (ret)
 		goto err_remove;
 	st->next_id++;
-	bal_info("volume %s: created, id %" PRIu64 ", %" PRIu64 " bytes%s", name, rec->id, size,
-		 enc == BAL_ENC_NONE ? "" : ", encrypted");
+	bal_info("volume %s: created, id %" PRIu64 ", %" PRIu64 " bytes%s%s", name, rec->id, size,
+		 enc == BAL_ENC_NONE ? "" : ", encrypted", remote ? ", reading from the object tier" : "");
 	goto out_unlock;
 err_remove:
 	bal_vstore_remove_locked(st, rec);
@@ -267,6 +278,7 @@ static void fill_info(struct bal_vrec *rec, struct bal_vol_info *out)
 	if (rec->parent)
 		snprintf(out->parent, sizeof(out->parent), "%s@%s", rec->parent->name,
 			 rec->psnap->name);
+	out->remote = rec->remote != NULL;
 	pthread_mutex_unlock(&rec->lock);
 	bal_vkey_info(rec, out);
 }

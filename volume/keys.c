@@ -169,8 +169,24 @@ static int new_service_key(struct bal_xts_key **out)
 	return ret;
 }
 
+/* Copy @key for volume @id: wrapped under its id, then unwrapped. */
+static int copy_key(struct bal_vstore *st, uint64_t id, const struct bal_xts_key *key,
+		    struct bal_xts_key **out)
+{
+	uint8_t blob[BAL_KW_BLOB_LEN];
+	char ids[24];
+	int ret;
+
+	id_str(id, ids);
+	ret = bal_kw_wrap(st->master, ids, key, blob);
+	if (!ret)
+		ret = bal_kw_unwrap(st->master, ids, blob, sizeof(blob), out);
+	return ret;
+}
+
 int bal_vkey_create(struct bal_vstore *st, struct bal_vrec *rec, enum bal_enc enc,
-		    const struct bal_ck *ck, struct bal_kv_batch *b)
+		    const struct bal_ck *ck, const struct bal_xts_key *import,
+		    struct bal_kv_batch *b)
 {
 	struct bal_vkey *vk;
 	int ret;
@@ -187,7 +203,7 @@ int bal_vkey_create(struct bal_vstore *st, struct bal_vrec *rec, enum bal_enc en
 	if (!vk)
 		return -ENOMEM;
 	if (enc == BAL_ENC_SERVICE) {
-		ret = new_service_key(&vk->xts);
+		ret = import ? copy_key(st, rec->id, import, &vk->xts) : new_service_key(&vk->xts);
 		if (!ret)
 			ret = put_service(b, rec->id, vk->xts, st->master);
 		if (!ret)
@@ -214,9 +230,7 @@ int bal_vkey_clone(struct bal_vstore *st, const struct bal_vrec *origin, struct 
 		   struct bal_kv_batch *b)
 {
 	const struct bal_vkey *ok = origin->key;
-	uint8_t blob[BAL_KW_BLOB_LEN];
 	struct bal_vkey *vk;
-	char ids[24];
 	int ret;
 
 	if (!ok)
@@ -236,10 +250,7 @@ int bal_vkey_clone(struct bal_vstore *st, const struct bal_vrec *origin, struct 
 		return 0;
 	}
 	/* Wrapped again under the clone's id, then unwrapped: its own copy. */
-	id_str(nrec->id, ids);
-	ret = bal_kw_wrap(st->master, ids, ok->xts, blob);
-	if (!ret)
-		ret = bal_kw_unwrap(st->master, ids, blob, sizeof(blob), &vk->xts);
+	ret = copy_key(st, nrec->id, ok->xts, &vk->xts);
 	if (!ret)
 		ret = put_service(b, nrec->id, vk->xts, st->master);
 	if (ret) {
@@ -543,6 +554,34 @@ int bal_vstore_rotate_master(struct bal_vstore *st, const struct bal_mk *new_mk)
 	bal_info("store %s: master key rotated, %zu volume keys wrapped again", st->dir, n);
 out:
 	pthread_mutex_unlock(&st->cat_lock);
+	pthread_mutex_unlock(&st->ctl_lock);
+	return ret;
+}
+
+int bal_vstore_wrap_key(struct bal_vstore *st, const char *aad, const struct bal_xts_key *key,
+			uint8_t *blob, size_t len)
+{
+	int ret = -ENOKEY;
+
+	if (!aad || !aad[0] || !key || len < BAL_KW_BLOB_LEN)
+		return -EINVAL;
+	pthread_mutex_lock(&st->ctl_lock);
+	if (master_usable(st))
+		ret = bal_kw_wrap(st->master, aad, key, blob);
+	pthread_mutex_unlock(&st->ctl_lock);
+	return ret;
+}
+
+int bal_vstore_unwrap_key(struct bal_vstore *st, const char *aad, const uint8_t *blob,
+			  size_t len, struct bal_xts_key **out)
+{
+	int ret = -ENOKEY;
+
+	if (!aad || !aad[0] || !blob)
+		return -EINVAL;
+	pthread_mutex_lock(&st->ctl_lock);
+	if (master_usable(st))
+		ret = bal_kw_unwrap(st->master, aad, blob, len, out);
 	pthread_mutex_unlock(&st->ctl_lock);
 	return ret;
 }

@@ -31,11 +31,13 @@ int bal_vkey_check_size(const struct bal_vrec *rec, uint64_t size);
 
 /*
  * ctl_lock held: give new volume @rec (its id set) a key of type @enc
- * (NONE: nothing) and add its records to @b.  -ENOKEY without a usable
+ * (NONE: nothing; SERVICE: a copy of @import if not NULL, else a new
+ * random key) and add its records to @b.  -ENOKEY without a usable
  * master key (SERVICE), -EINVAL without @ck (CUSTOMER), -ENOMEM, -EIO.
  */
 int bal_vkey_create(struct bal_vstore *st, struct bal_vrec *rec, enum bal_enc enc,
-		    const struct bal_ck *ck, struct bal_kv_batch *b);
+		    const struct bal_ck *ck, const struct bal_xts_key *import,
+		    struct bal_kv_batch *b);
 
 /*
  * ctl_lock and the catalog lock held: give clone @nrec the key of @origin

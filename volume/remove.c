@@ -40,6 +40,7 @@ static int shrink_locked(struct bal_vstore *st, struct bal_vrec *rec, uint64_t o
 		return ret;
 	if (rec->plimit > ncl)
 		rec->plimit = ncl;
+	bal_vremote_shrink(st, rec, ncl);
 	return bal_vrec_unmap(st, rec, ncl, bal_size_clusters(old));
 }
 
@@ -146,6 +147,7 @@ int bal_vstore_delete(struct bal_vstore *st, const char *name, bool force, bool 
 		delete_keys(b, BAL_KEY_VER, rec->id);
 		delete_keys(b, BAL_KEY_SNAP, rec->id);
 		delete_keys(b, BAL_KEY_VKEY, rec->id);
+		bal_vremote_delete_key(b, rec->id);
 		ret = bal_vstore_write_synced(st, b);
 		bal_kv_batch_destroy(b);
 	}

@@ -226,6 +226,10 @@ int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *s
 	ret = -EEXIST;
 	if (bal_vrec_find_snap(rec, snap))
 		goto out_unlock;
+	/* Restored and still reading from the object tier (remote.c). */
+	ret = -EINPROGRESS;
+	if (rec->remote)
+		goto out_unlock;
 	ret = -EOVERFLOW;
 	if (rec->epoch >= BAL_EPOCH_LIVE - 1)
 		goto out_unlock;

@@ -363,6 +363,9 @@ int bal_vstore_open(const struct bal_vstore_opts *opts, struct bal_vstore **out)
 	ret = bal_vstore_load_keys(st);
 	if (ret)
 		goto err_close;
+	ret = bal_vstore_load_remote(st);
+	if (ret)
+		goto err_close;
 	ret = bal_vstore_load_snaps(st);
 	if (ret)
 		goto err_close;

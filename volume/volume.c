@@ -107,8 +107,8 @@ static void add_seg(struct bal_seg *segs, size_t *n, uint64_t phys, uint32_t len
 	if (*n) {
 		struct bal_seg *s = &segs[*n - 1];
 
-		if (phys == BAL_SEG_HOLE ? s->phys == BAL_SEG_HOLE
-					 : s->phys != BAL_SEG_HOLE && s->phys + s->len == phys) {
+		if (phys >= BAL_SEG_REMOTE ? s->phys == phys
+					   : s->phys < BAL_SEG_REMOTE && s->phys + s->len == phys) {
 			s->len += len;
 			return;
 		}
@@ -118,10 +118,22 @@ static void add_seg(struct bal_seg *segs, size_t *n, uint64_t phys, uint32_t len
 	(*n)++;
 }
 
-/* The simple case: the live volume of a volume that is not a clone. */
+/* The simple case: the live volume of a volume that is not a clone or restored. */
 static bool plain(const struct bal_volume *vol)
 {
-	return !vol->snap && !vol->rec->parent;
+	return !vol->snap && !vol->rec->parent && !vol->rec->remote;
+}
+
+/* Volume locked: @lcl of @vol still reads from the object tier. */
+static bool remote(struct bal_volume *vol, uint64_t lcl)
+{
+	return !vol->snap && vol->rec->remote && bal_vrec_is_remote(vol->rec, lcl);
+}
+
+/* Volume locked: bytes [lo, hi) of @lcl need its remote data first. */
+static bool needs_fill(struct bal_volume *vol, uint64_t lcl, uint64_t lo, uint64_t hi)
+{
+	return (lo || hi < BAL_CLUSTER_SIZE) && remote(vol, lcl);
 }
 
 /* Volume locked: what @vol shows at @lcl (false: a hole). */
@@ -418,9 +430,13 @@ int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
 		uint64_t cend = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT), phys;
 		struct bal_xent e;
 
+		bool mapped = lookup(vol, cl, &e);
+
 		/* A ZERO cluster holds zeroes: no need to read it. */
-		if (lookup(vol, cl, &e) && !reads_zero(&e))
+		if (mapped && !reads_zero(&e))
 			phys = (e.phys << BAL_CLUSTER_SHIFT) + (pos & CL_MASK);
+		else if (!mapped && remote(vol, cl))
+			phys = BAL_SEG_REMOTE;
 		else
 			phys = BAL_SEG_HOLE;
 		add_seg(segs, n, phys, (uint32_t)(cend - pos));
@@ -487,6 +503,13 @@ int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 	ret = -EINVAL;
 	if (last - first >= max)
 		goto out_unlock;
+	/* Only the first and the last cluster can be covered in part. */
+	ret = -EREMOTE;
+	if (needs_fill(vol, first, off & CL_MASK, first == last ? ((end - 1) & CL_MASK) + 1
+							      : BAL_CLUSTER_SIZE) ||
+	    needs_fill(vol, last, 0, ((end - 1) & CL_MASK) + 1))
+		goto out_unlock;
+	ret = 0;
 	for (uint64_t cl = first; cl <= last; cl++) {
 		rec->lookups++;
 		if (!in_place(rec, bal_xmap_find(&rec->map, cl)))
@@ -494,7 +517,7 @@ int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 	}
 	ret = need ? prepare_write(vol->st, rec, off, end, need) : 0;
 	if (ret) {
-		if (ret != -ENOSPC)
+		if (ret != -ENOSPC && ret != -EREMOTE)
 			bal_err("volume %s: map write at %" PRIu64 "+%" PRIu32 ": %s", rec->name,
 				off, len, strerror(-ret));
 		goto out_unlock;
@@ -525,11 +548,16 @@ int bal_vrec_materialize(struct bal_vstore *st, struct bal_vrec *rec, uint64_t l
 	return r.src == BAL_PHYS_NONE ? 0 : redirect(st, rec, &r, 1);
 }
 
-/* Volume locked: a clone's cluster that its parent shows with data. */
-static bool parent_has(struct bal_vrec *rec, uint64_t lcl)
+/*
+ * Volume locked: an unmapped cluster that would not read as zeroes: a
+ * clone's parent shows data there, or a restored volume's object tier.
+ */
+static bool below_has(struct bal_vrec *rec, uint64_t lcl)
 {
 	struct bal_xent pe;
 
+	if (bal_vrec_remote_has(rec, lcl))
+		return true;
 	return bal_resolve_parent(rec, rec->plimit, lcl, &pe) && !reads_zero(&pe);
 }
 
@@ -551,10 +579,15 @@ int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, 
 		bal_xmap_remove(&rec->map, found, NULL);
 		bal_log_map_del(st, rec->id, found);
 	}
-	/* A clone must not show its parent where it was trimmed. */
+	/*
+	 * A clone must not show its parent where it was trimmed, nor a
+	 * restored volume its object tier data.
+	 */
 	pend = rec->parent ? min_u64(end, rec->plimit) : 0;
+	if (rec->remote)
+		pend = end;
 	for (lcl = first; lcl < pend; lcl++) {
-		if (bal_xmap_find(&rec->map, lcl) || !parent_has(rec, lcl))
+		if (bal_xmap_find(&rec->map, lcl) || !below_has(rec, lcl))
 			continue;
 		ret = bal_xmap_set(&rec->map, lcl, &hole);
 		if (ret)
@@ -640,6 +673,11 @@ static int discard(struct bal_volume *vol, uint64_t off, uint64_t len, enum disc
 	wfirst = (off + CL_MASK) >> BAL_CLUSTER_SHIFT;
 	wend = end == size ? bal_size_clusters(size) : end >> BAL_CLUSTER_SHIFT;
 	tail = end >> BAL_CLUSTER_SHIFT;
+	ret = -EREMOTE;
+	if (((off & CL_MASK) && remote(vol, head)) ||
+	    (end != size && (end & CL_MASK) && remote(vol, tail)))
+		goto out_unlock;
+	ret = 0;
 	if (off & CL_MASK)
 		ret = bal_vrec_zero_partial(vol->st, rec, head, off,
 					    min_u64(end, (head + 1) << BAL_CLUSTER_SHIFT), punch);
@@ -654,7 +692,7 @@ static int discard(struct bal_volume *vol, uint64_t off, uint64_t len, enum disc
 					    tail << BAL_CLUSTER_SHIFT > off ? tail << BAL_CLUSTER_SHIFT
 									    : off,
 					    end, punch);
-	if (ret && ret != -ENOSPC)
+	if (ret && ret != -ENOSPC && ret != -EREMOTE)
 		bal_err("volume %s: %s at %" PRIu64 "+%" PRIu64 ": %s", rec->name,
 			mode == DISCARD_TRIM ? "trim" : "zero", off, len, strerror(-ret));
 out_unlock:
@@ -712,7 +750,9 @@ int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
 			/* Resolved cluster by cluster; may cover less than asked. */
 			if (scanned++ == STATUS_SCAN_MAX && *n)
 				break;
-			flags = ext_flags(lookup(vol, cl, &e), &e);
+			bool mapped = lookup(vol, cl, &e);
+
+			flags = !mapped && remote(vol, cl) ? 0 : ext_flags(mapped, &e);
 			next = min_u64(end, (cl + 1) << BAL_CLUSTER_SHIFT);
 		}
 		if (*n && ext[*n - 1].flags == flags) {

@@ -121,6 +121,7 @@ struct bal_vol_info {
 	bool locked;		/* encrypted and its key is not available */
 	char lock_reason[96];	/* why, for messages ("wrong master key", ...) */
 	char parent[2 * BAL_NAME_MAX + 2];	/* "VOL@SNAP" for a clone, else "" */
+	bool remote;		/* restored, some clusters still read from the object tier */
 };
 
 /* Create a volume.  -EINVAL bad name/size, -EEXIST, -EIO. */
@@ -132,6 +133,22 @@ struct bal_vol_create_opts {
 	uint64_t size;		/* encrypted: a multiple of 4096 */
 	enum bal_enc enc;
 	const struct bal_ck *customer_key;	/* BAL_ENC_CUSTOMER (borrowed) */
+	/* BAL_ENC_SERVICE: use a copy of this key instead of a new one (borrowed). */
+	const struct bal_xts_key *import_key;
+	/* A volume restored from the object tier (see bal_vol_remote_fill). */
+	const struct bal_vol_remote *remote;
+};
+
+/*
+ * Where a restored volume's data is: the first @size bytes, cut into
+ * granules of @granule bytes (a power of two, a multiple of the cluster
+ * size), read from the object tier where bit i of @present is set, and as
+ * zeroes elsewhere, until clusters are written or filled locally.
+ */
+struct bal_vol_remote {
+	uint64_t size;
+	uint32_t granule;
+	const uint8_t *present;	/* ceil(size / granule) bits, LSB first */
 };
 
 /*
@@ -159,6 +176,17 @@ int bal_vstore_lock(struct bal_vstore *st, const char *name);
  * current master key is missing or wrong.
  */
 int bal_vstore_rotate_master(struct bal_vstore *st, const struct bal_mk *new_mk);
+
+/*
+ * Wrap @key under the store's master key for the object tier, bound to
+ * @aad (BAL_KW_BLOB_LEN bytes into @blob, at most @len), and the reverse
+ * (*out owned by the caller, bal_xts_key_destroy).  -ENOKEY without a
+ * usable master key, -EKEYREJECTED for a wrong one or a tampered blob.
+ */
+int bal_vstore_wrap_key(struct bal_vstore *st, const char *aad, const struct bal_xts_key *key,
+			uint8_t *blob, size_t len);
+int bal_vstore_unwrap_key(struct bal_vstore *st, const char *aad, const uint8_t *blob,
+			  size_t len, struct bal_xts_key **out);
 
 /* Every volume, sorted by name; *out is malloc'ed, caller frees. */
 int bal_vstore_list(struct bal_vstore *st, struct bal_vol_info **out, size_t *n);
@@ -208,7 +236,8 @@ struct bal_snap_info {
 /*
  * Take snapshot @snap of @vol: waits for the volume's in-flight pool writes,
  * then freezes the map (cost independent of size and of data written) and
- * makes it durable.  -ENOENT, -EEXIST, -EINVAL (name), -EIO.
+ * makes it durable.  -ENOENT, -EEXIST, -EINVAL (name), -EIO, -EINPROGRESS
+ * while a restored volume still reads from the object tier.
  */
 int bal_vstore_snap_create(struct bal_vstore *st, const char *vol, const char *snap,
 			   struct bal_snap_info *out);
@@ -285,6 +314,8 @@ bool bal_vol_is_deleted(const struct bal_volume *vol);
 
 /* One piece of a request: @len bytes at pool offset @phys, or a hole. */
 #define BAL_SEG_HOLE UINT64_MAX
+/* Bytes of a restored volume still in the object tier (bal_vol_remote_fill). */
+#define BAL_SEG_REMOTE (UINT64_MAX - 1)
 struct bal_seg {
 	uint64_t phys;		/* byte offset in the pool, or BAL_SEG_HOLE */
 	uint32_t len;
@@ -301,8 +332,9 @@ static inline size_t bal_vol_max_segs(uint32_t len)
 
 /*
  * Map [off, off+len) for reading.  Holes come back as BAL_SEG_HOLE and must
- * read as zeroes; adjacent clusters that are contiguous in the pool are
- * merged.  The range must be inside the volume (-EINVAL otherwise).
+ * read as zeroes; clusters still in the object tier as BAL_SEG_REMOTE;
+ * adjacent clusters that are contiguous in the pool are merged.  The range
+ * must be inside the volume (-EINVAL otherwise).
  */
 int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
 		     struct bal_seg *segs, size_t max, size_t *n);
@@ -311,7 +343,9 @@ int bal_vol_map_read(struct bal_volume *vol, uint64_t off, uint32_t len,
  * Map [off, off+len) for writing, allocating clusters that are not mapped
  * (a new cluster reads as zeroes wherever it is not written).  Every
  * returned segment has a pool offset.  -ENOSPC if the pool cannot grow,
- * -EINVAL out of range, -EPERM read-only, -ESHUTDOWN deleted.
+ * -EINVAL out of range, -EPERM read-only, -ESHUTDOWN deleted, -EREMOTE if
+ * the request covers only part of a cluster still in the object tier (fill
+ * it, then retry; nothing changed).  Trim and zero fail the same way.
  */
 int bal_vol_map_write(struct bal_volume *vol, uint64_t off, uint32_t len,
 		      struct bal_seg *segs, size_t max, size_t *n);
@@ -342,5 +376,30 @@ struct bal_extent {
  */
 int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
 			 struct bal_extent *ext, size_t max, size_t *n);
+
+/* ---- restored volumes (object tier) ---- */
+
+/*
+ * Fill logical cluster @lcl of a restored volume with @data
+ * (BAL_CLUSTER_SIZE bytes, as the pool must hold them: ciphertext for an
+ * encrypted volume), or make it read as zeroes (@data NULL), if it still
+ * reads from the object tier: 1 if filled, 0 if it no longer needed it (a
+ * write or trim got there first; such bytes are never overwritten), or
+ * -errno.  Any thread; blocks the volume for one cluster write.
+ */
+int bal_vol_remote_fill(struct bal_volume *vol, uint64_t lcl, const void *data);
+
+/* Some clusters may still read from the object tier. */
+bool bal_vol_is_remote(struct bal_volume *vol);
+
+/* Clusters that still read from the object tier (a scan of the index). */
+int bal_vol_remote_pending(struct bal_volume *vol, uint64_t *clusters);
+
+/*
+ * If no cluster reads from the object tier any more, make every fill
+ * durable and forget the remote state (the volume is then a plain one):
+ * 0, or -EAGAIN while some clusters still read remotely.
+ */
+int bal_vol_remote_settle(struct bal_volume *vol);
 
 #endif

@@ -15,6 +15,7 @@
  *                                   parent limit(8) name_len(1) name
  *   'K' id(8)                    -> data key of an encrypted volume (keys.c)
  *   'k'                          -> key check value of the master key (keys.c)
+ *   'R' id(8)                    -> remote state of a restored volume (remote.c)
  * so one volume's live map, its old versions (ordered by death) and its
  * snapshots (ordered by epoch) are each one key range.
  *
@@ -61,6 +62,7 @@
 #define BAL_KEY_SNAP 'S'
 #define BAL_KEY_VKEY 'K'
 #define BAL_KEY_KCV 'k'
+#define BAL_KEY_REMOTE 'R'
 #define BAL_FORMAT_MAGIC "BALV"
 #define BAL_FORMAT_VERSION 1
 #define BAL_VOL_KEY_LEN 9
@@ -116,6 +118,7 @@ struct bal_vers {
 
 struct bal_vrec;
 struct bal_vkey;
+struct bal_vremote;
 
 struct bal_snap {
 	char name[BAL_NAME_MAX + 1];
@@ -168,6 +171,8 @@ struct bal_vrec {
 	struct bal_recopy *recopy;
 	/* Encrypted volumes (keys.c): NULL for plain ones; set at load or create. */
 	struct bal_vkey *key;
+	/* Restored from the object tier and not yet all local (remote.c). */
+	struct bal_vremote *remote;
 };
 
 struct bal_sync_req {
@@ -385,6 +390,22 @@ int bal_vstore_load_vers(struct bal_vstore *st);
 int bal_vrec_space(struct bal_vrec *rec, uint64_t *alloc, uint64_t *excl, uint64_t *shared);
 /* Catalog lock held: volume by id, or NULL. */
 struct bal_vrec *bal_vstore_find_id(struct bal_vstore *st, uint64_t id);
+
+/* remote.c (volume locked unless said) */
+/* @lcl is below the remote limit in a granule with data. */
+bool bal_vrec_remote_has(const struct bal_vrec *rec, uint64_t lcl);
+/* ... and the live map has no entry for it: it reads from the store. */
+bool bal_vrec_is_remote(struct bal_vrec *rec, uint64_t lcl);
+/* Create: set @rec's remote state from @o and add its record to @b. */
+int bal_vremote_create(struct bal_vrec *rec, const struct bal_vol_remote *o,
+		       struct bal_kv_batch *b);
+/* Shrink: lower the remote limit to @ncl clusters (through the map log). */
+void bal_vremote_shrink(struct bal_vstore *st, struct bal_vrec *rec, uint64_t ncl);
+/* Delete the remote record of volume @id in @b. */
+void bal_vremote_delete_key(struct bal_kv_batch *b, uint64_t id);
+void bal_vremote_destroy(struct bal_vremote *r);
+/* Start-up, after the catalog. */
+int bal_vstore_load_remote(struct bal_vstore *st);
 
 /* ---- test hooks ---- */
 
