@@ -240,6 +240,16 @@ int bal_hkdf_sha256(const void *salt, size_t salt_len, const void *ikm, size_t i
 int bal_xts_key_derive_seal(const struct bal_xts_key *key, uint8_t out[BAL_GCM_KEY_LEN]);
 
 /*
+ * Derive @out_len (1..BAL_HKDF_OUT_MAX) bytes of key material for another
+ * purpose from a volume key: HKDF-SHA256(volume key, no salt, @info), @info
+ * a non-empty string naming the purpose ("ballast-chunk-name-v1", ...).
+ * @out should be bal_secmem memory of the caller's.  0, -EINVAL, -EIO.
+ * Any thread.
+ */
+int bal_xts_key_derive(const struct bal_xts_key *key, const char *info, void *out,
+		       size_t out_len);
+
+/*
  * Seal @in (@in_len bytes) with AES-256-GCM under @key and a fresh random
  * nonce, authenticating @aad too: writes nonce || ciphertext || tag,
  * @in_len + BAL_GCM_OVERHEAD bytes, to @out (must not overlap @in).

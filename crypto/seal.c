@@ -61,6 +61,15 @@ int bal_hkdf_sha256(const void *salt, size_t salt_len, const void *ikm, size_t i
 	return ret;
 }
 
+int bal_xts_key_derive(const struct bal_xts_key *key, const char *info, void *out,
+		       size_t out_len)
+{
+	if (!key || !info || !*info || !out)
+		return -EINVAL;
+	return bal_hkdf_sha256(NULL, 0, key->raw, BAL_XTS_KEY_LEN, info, strlen(info), out,
+			       out_len);
+}
+
 static bool sizes_ok(size_t aad_len, size_t data_len)
 {
 	/* EVP lengths are int. */

@@ -120,8 +120,11 @@ int bal_tier_hydration(struct bal_tier *t, const char *volume, struct bal_tier_h
 int bal_tier_wait(struct bal_tier *t, const char *volume, bal_tier_progress_fn progress,
 		  void *arg, char *err, size_t errlen);
 
-/* Stop hydrating @volume and forget its restore (before deleting it). */
-void bal_tier_forget(struct bal_tier *t, const char *volume);
+/*
+ * Volume @volume (id @volume_id) was deleted: stop hydrating it and drop
+ * its restore records.
+ */
+void bal_tier_forget(struct bal_tier *t, const char *volume, uint64_t volume_id);
 
 /*
  * Data path: make the clusters of [off, off+len) of @vol local, then call

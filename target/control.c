@@ -4,12 +4,24 @@
  * socket owned by root with mode 0600.
  *
  * One control thread owns the listener and every client; nothing else
- * touches them, so there is no lock.  The thread polls the listener, the
- * clients and a stop eventfd, reads lines, serves each request in order
- * (control_rpc.c decodes it and calls its method) and queues the response.  A client's input is not read while its output is pending, so
- * one client cannot make the server buffer without bound.  Limits: at most
+ * touches them.  The thread polls the listener, the clients, a stop
+ * eventfd and a job eventfd, reads lines, serves each request in order
+ * (control_rpc.c decodes it and calls its method) and queues the response.
+ * A client's input is not read while its output is pending, so one client
+ * cannot make the server buffer without bound.  Limits: at most
  * BAL_CTL_MAX_CLIENTS clients (one more is told so and closed), lines of at
  * most BAL_CTL_MAX_LINE bytes, BAL_CTL_IDLE_TIMEOUT seconds of silence.
+ *
+ * Jobs.  A request for a long method (an export of GiBs) runs on a thread
+ * of its own, so the other clients are still served.  Meanwhile the
+ * control thread reads nothing more from that client (its next requests
+ * wait, in order), does not time it out, and still watches its socket for
+ * a hang-up.  The job thread never writes to the socket: its progress
+ * notifications and its response pass to the control thread through the
+ * job's mailbox (struct ctl_job, under its lock) and the job eventfd, and
+ * the control thread queues them in order.  A client that hangs up, or
+ * bal_ctl_close, cancels the job: its progress callback then returns
+ * non-zero.  At most CTL_MAX_JOBS jobs run at once.
  */
 #include "target/control.h"
 #include "target/control_internal.h"
@@ -17,6 +29,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +44,35 @@
 
 /* Responses queued beyond this stop the reading of further requests. */
 #define CTL_OUT_HIGH (1u << 20)
+/* Long operations running at once; one more is refused with EBUSY. */
+#define CTL_MAX_JOBS 8
+/* Progress notifications: at most one per this many milliseconds. */
+#define CTL_PROGRESS_MS 200
+/* Progress lines are dropped while this much output waits for the client. */
+#define CTL_NOTE_BACKLOG (64u << 10)
+
+/*
+ * One long request on its thread.  The job thread owns @call; the control
+ * thread owns the rest except what @lock protects (the mailbox) and
+ * @cancel.  The client's fd stays open until the job is joined.
+ */
+struct ctl_job {
+	struct bal_ctl *ctl;
+	struct bal_ctl_call *call;
+	pthread_t thread;
+	int fd;			/* the client's socket, to notice a hang-up */
+	atomic_bool cancel;	/* the client went, or the server is closing */
+	/* Progress state, job thread only. */
+	uint64_t p_done, p_total;
+	uint64_t s_done, s_total;	/* last sent */
+	int64_t p_last_ms;		/* when the last one was sent */
+	bool p_seen, p_sent;
+	pthread_mutex_t lock;	/* protects the mailbox below */
+	char *note;		/* newest unsent progress line (coalesced) */
+	json_t *resp;		/* the response, once finished */
+	bool finished;
+	bool failed;		/* the response could not be built */
+};
 
 struct ctl_client {
 	int fd;			/* -1: free slot */
@@ -41,6 +83,7 @@ struct ctl_client {
 	size_t out_len, out_off;
 	time_t last;		/* monotonic seconds of the last progress */
 	bool closing;		/* close once the output is flushed */
+	struct ctl_job *job;	/* the long request running, or NULL */
 };
 
 struct bal_ctl {
@@ -50,6 +93,8 @@ struct bal_ctl {
 	ino_t ino;
 	int lfd;
 	int stop_fd;
+	int job_fd;		/* eventfd: a job has news */
+	unsigned njobs;
 	pthread_t thread;
 	struct ctl_client clients[BAL_CTL_MAX_CLIENTS];
 };
@@ -62,6 +107,14 @@ static time_t now_s(void)
 	return ts.tv_sec;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- clients ---- */
 
 static void client_close(struct ctl_client *c)
@@ -72,29 +125,35 @@ static void client_close(struct ctl_client *c)
 	*c = (struct ctl_client){ .fd = -1 };
 }
 
+/* Append one line (without its newline) to the client's output. */
+static int client_queue_str(struct ctl_client *c, const char *s, size_t n)
+{
+	char *p;
+
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	p = realloc(c->out, c->out_len + n + 1);
+	if (!p)
+		return -ENOMEM;
+	c->out = p;
+	memcpy(c->out + c->out_len, s, n);
+	c->out[c->out_len + n] = '\n';
+	c->out_len += n + 1;
+	return 0;
+}
+
 static int client_queue(struct ctl_client *c, json_t *resp)
 {
-	char *s, *p;
-	size_t n;
+	char *s;
+	int r;
 
 	s = json_dumps(resp, JSON_COMPACT);
 	json_decref(resp);
 	if (!s)
 		return -ENOMEM;
-	n = strlen(s);
-	if (c->out_off == c->out_len)
-		c->out_off = c->out_len = 0;
-	p = realloc(c->out, c->out_len + n + 1);
-	if (!p) {
-		free(s);
-		return -ENOMEM;
-	}
-	c->out = p;
-	memcpy(c->out + c->out_len, s, n);
-	c->out[c->out_len + n] = '\n';
-	c->out_len += n + 1;
+	r = client_queue_str(c, s, strlen(s));
 	free(s);
-	return 0;
+	return r;
 }
 
 static void client_flush(struct ctl_client *c)
@@ -106,8 +165,11 @@ static void client_flush(struct ctl_client *c)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN)
+			if (errno != EAGAIN) {
 				c->closing = true, c->out_off = c->out_len;
+				if (c->job)
+					atomic_store(&c->job->cancel, true);
+			}
 			return;
 		}
 		c->out_off += (size_t)r;
@@ -115,12 +177,167 @@ static void client_flush(struct ctl_client *c)
 	}
 }
 
+/* ---- jobs ---- */
+
+static void wake(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) != sizeof(one)) {
+		/* Only a saturated counter fails, and then a wake-up is pending. */
+	}
+}
+
+/* The client closed its socket (it can never read the answer), or the server is closing. */
+static bool job_cancelled(struct ctl_job *j)
+{
+	struct pollfd pfd = { .fd = j->fd };
+
+	if (atomic_load(&j->cancel))
+		return true;
+	/*
+	 * POLLHUP, not POLLRDHUP: a client that only shut down its sending
+	 * side still waits for the answer.
+	 */
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+		atomic_store(&j->cancel, true);
+		return true;
+	}
+	return false;
+}
+
+/* Post a progress line to the mailbox, replacing one not yet sent. */
+static void job_note(struct ctl_job *j, uint64_t done, uint64_t total)
+{
+	json_t *n = json_pack("{s:s, s:s, s:{s:O, s:I, s:I}}", "jsonrpc", "2.0", "method",
+			      "progress", "params", "id", j->call->id, "done", (json_int_t)done,
+			      "total", (json_int_t)total);
+	char *s = n ? json_dumps(n, JSON_COMPACT) : NULL;
+
+	json_decref(n);
+	if (!s)
+		return;		/* a progress line is not worth failing the job for */
+	pthread_mutex_lock(&j->lock);
+	free(j->note);
+	j->note = s;
+	pthread_mutex_unlock(&j->lock);
+	j->s_done = done;
+	j->s_total = total;
+	j->p_sent = true;
+	j->p_last_ms = now_ms();
+	wake(j->ctl->job_fd);
+}
+
+int bal_ctl_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct bal_ctl_call *call = arg;
+	struct ctl_job *j = call->job;
+
+	if (!j)
+		return 0;
+	if (job_cancelled(j))
+		return 1;
+	if (!call->progress)
+		return 0;
+	j->p_done = done;
+	j->p_total = total;
+	j->p_seen = true;
+	if (!j->p_sent || now_ms() - j->p_last_ms >= CTL_PROGRESS_MS)
+		job_note(j, done, total);
+	return 0;
+}
+
+static void *job_thread(void *arg)
+{
+	struct ctl_job *j = arg;
+	json_t *resp = NULL;
+	int r;
+
+	bal_ctl_call_run(j->call);
+	/* The final state, unless the last line sent already said it. */
+	if (j->p_seen && (j->s_done != j->p_done || j->s_total != j->p_total))
+		job_note(j, j->p_done, j->p_total);
+	r = bal_ctl_call_response(j->call, &resp);
+	pthread_mutex_lock(&j->lock);
+	j->resp = resp;
+	j->failed = r < 0;
+	j->finished = true;
+	pthread_mutex_unlock(&j->lock);
+	wake(j->ctl->job_fd);
+	return NULL;
+}
+
+/* Wait for the job thread and free the job (the control thread's part). */
+static void job_join(struct bal_ctl *ctl, struct ctl_client *c)
+{
+	struct ctl_job *j = c->job;
+
+	pthread_join(j->thread, NULL);
+	bal_ctl_call_destroy(j->call);
+	free(j->note);
+	json_decref(j->resp);
+	pthread_mutex_destroy(&j->lock);
+	free(j);
+	c->job = NULL;
+	ctl->njobs--;
+}
+
+/* Answer @call at once (it failed before it could start) and free it. */
+static void job_refuse(struct ctl_client *c, struct bal_ctl_call *call)
+{
+	json_t *resp = NULL;
+
+	bal_warn("control: %s (uid %u): %s", call->method, (unsigned)call->uid, call->msg);
+	if (bal_ctl_call_response(call, &resp) < 0 || (resp && client_queue(c, resp) < 0))
+		c->closing = true;
+	bal_ctl_call_destroy(call);
+}
+
+/* Run @call on a thread of its own for client @c (takes @call). */
+static void job_start(struct bal_ctl *ctl, struct ctl_client *c, struct bal_ctl_call *call)
+{
+	struct ctl_job *j;
+	int r;
+
+	if (ctl->njobs >= CTL_MAX_JOBS) {
+		bal_ctl_fail_errno(call, -EBUSY,
+				   "too many long operations (at most %d at a time): try again later",
+				   CTL_MAX_JOBS);
+		job_refuse(c, call);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		bal_ctl_fail_errno(call, -ENOMEM, "out of memory");
+		job_refuse(c, call);
+		return;
+	}
+	j->ctl = ctl;
+	j->call = call;
+	j->fd = c->fd;
+	atomic_init(&j->cancel, false);
+	pthread_mutex_init(&j->lock, NULL);
+	call->job = j;
+	r = pthread_create(&j->thread, NULL, job_thread, j);
+	if (r) {
+		pthread_mutex_destroy(&j->lock);
+		free(j);
+		call->job = NULL;
+		bal_ctl_fail_errno(call, -r, "cannot start the operation: %s", strerror(r));
+		job_refuse(c, call);
+		return;
+	}
+	c->job = j;
+	ctl->njobs++;
+}
+
 /* Serve every complete line buffered, as long as the output stays small. */
 static void client_serve_lines(struct bal_ctl *ctl, struct ctl_client *c)
 {
 	size_t start = 0;
 
-	while (c->out_len - c->out_off < CTL_OUT_HIGH) {
+	/* A job holds back the lines behind it, so answers keep their order. */
+	while (!c->job && c->out_len - c->out_off < CTL_OUT_HIGH) {
 		char *nl = memchr(c->in + start, '\n', c->in_len - start);
 		size_t len, end;
 
@@ -132,11 +349,15 @@ static void client_serve_lines(struct bal_ctl *ctl, struct ctl_client *c)
 			       c->in[start + len - 1] == '\t'))
 			len--;
 		if (len) {
+			struct bal_ctl_call *job;
 			json_t *resp;
 
-			if (bal_ctl_serve_line(&ctl->state, c->uid, c->in + start, len, &resp) < 0 ||
+			if (bal_ctl_serve_line(&ctl->state, c->uid, c->in + start, len, &resp,
+					       &job) < 0 ||
 			    (resp && client_queue(c, resp) < 0))
 				c->closing = true;
+			else if (job)
+				job_start(ctl, c, job);
 		}
 		start = nl ? end + 1 : c->in_len;
 	}
@@ -222,27 +443,85 @@ static void accept_clients(struct bal_ctl *ctl)
 	}
 }
 
+/*
+ * Move what the jobs posted to their clients' output: progress lines, then
+ * the response of a finished job, after which the requests that waited
+ * behind it are served.
+ */
+static void jobs_collect(struct bal_ctl *ctl)
+{
+	uint64_t v;
+
+	if (read(ctl->job_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: already drained; the scan below is cheap anyway. */
+	}
+	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++) {
+		struct ctl_client *c = &ctl->clients[i];
+		struct ctl_job *j = c->job;
+		bool finished, failed, gone;
+		json_t *resp;
+		char *note;
+
+		if (!j)
+			continue;
+		pthread_mutex_lock(&j->lock);
+		note = j->note;
+		j->note = NULL;
+		finished = j->finished;
+		failed = j->failed;
+		resp = j->resp;
+		j->resp = NULL;
+		pthread_mutex_unlock(&j->lock);
+		gone = atomic_load(&j->cancel);
+		/* A client that does not read its progress lines loses some, not memory. */
+		if (note && !gone && c->out_len - c->out_off < CTL_NOTE_BACKLOG &&
+		    client_queue_str(c, note, strlen(note)) < 0)
+			c->closing = true;
+		free(note);
+		if (!finished)
+			goto flush;
+		job_join(ctl, c);
+		c->last = now_s();
+		if (gone)
+			json_decref(resp);
+		else if (failed || (resp && client_queue(c, resp) < 0))
+			c->closing = true;
+		if (!gone)
+			client_serve_lines(ctl, c);
+flush:
+		if (!gone)
+			client_flush(c);
+		if (!c->job && c->closing && c->out_off == c->out_len)
+			client_close(c);
+	}
+}
+
 static void *ctl_thread(void *arg)
 {
 	struct bal_ctl *ctl = arg;
-	struct pollfd fds[BAL_CTL_MAX_CLIENTS + 2];
-	int map[BAL_CTL_MAX_CLIENTS + 2];
+	struct pollfd fds[BAL_CTL_MAX_CLIENTS + 3];
+	int map[BAL_CTL_MAX_CLIENTS + 3];
 
 	for (;;) {
-		nfds_t n = 2;
+		nfds_t n = 3;
 		time_t now;
 
 		fds[0] = (struct pollfd){ .fd = ctl->stop_fd, .events = POLLIN };
 		fds[1] = (struct pollfd){ .fd = ctl->lfd, .events = POLLIN };
+		fds[2] = (struct pollfd){ .fd = ctl->job_fd, .events = POLLIN };
 		for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++) {
 			struct ctl_client *c = &ctl->clients[i];
 
 			if (c->fd < 0)
 				continue;
+			/* A cancelled job's client only waits for the job to end. */
+			if (c->job && atomic_load(&c->job->cancel))
+				continue;
+			/* With a job running, only its output and a hang-up. */
 			fds[n] = (struct pollfd){ .fd = c->fd };
 			if (c->out_off < c->out_len)
 				fds[n].events = POLLOUT;
-			else if (!c->closing)
+			else if (!c->closing && !c->job)
 				fds[n].events = POLLIN;
 			map[n++] = i;
 		}
@@ -256,23 +535,33 @@ static void *ctl_thread(void *arg)
 		if (fds[1].revents & POLLIN)
 			accept_clients(ctl);
 		now = now_s();
-		for (nfds_t k = 2; k < n; k++) {
+		for (nfds_t k = 3; k < n; k++) {
 			struct ctl_client *c = &ctl->clients[map[k]];
 
-			if (fds[k].revents & POLLIN)
+			if (fds[k].revents & POLLIN) {
 				client_read(ctl, c);
-			else if (fds[k].revents & (POLLERR | POLLHUP | POLLNVAL))
+			} else if (fds[k].revents & (POLLERR | POLLHUP | POLLNVAL)) {
 				c->closing = true, c->out_off = c->out_len;
+				if (c->job) {
+					atomic_store(&c->job->cancel, true);
+					c->in_len = 0;
+				}
+			}
 			client_flush(c);
 			/* Output drained: serve what waited behind it. */
-			while (c->out_off == c->out_len && c->in_len && memchr(c->in, '\n', c->in_len)) {
+			while (!c->job && c->out_off == c->out_len && c->in_len &&
+			       memchr(c->in, '\n', c->in_len)) {
 				client_serve_lines(ctl, c);
 				client_flush(c);
 			}
-			if ((c->closing && c->out_off == c->out_len) ||
-			    now - c->last > BAL_CTL_IDLE_TIMEOUT)
+			/* A job's client is closed once the job has ended, never idle. */
+			if (!c->job && ((c->closing && c->out_off == c->out_len) ||
+					now - c->last > BAL_CTL_IDLE_TIMEOUT))
 				client_close(c);
 		}
+		/* After the clients, so a job's response follows its progress lines. */
+		if (fds[2].revents & POLLIN)
+			jobs_collect(ctl);
 	}
 	return NULL;
 }
@@ -328,6 +617,7 @@ int bal_ctl_open(const struct bal_ctl_opts *opts, struct bal_ctl **out)
 	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
 		ctl->clients[i].fd = -1;
 	ctl->state.store = opts->store;
+	ctl->state.tier = opts->tier;
 	ctl->path = strdup(opts->path);
 	if (!ctl->path) {
 		r = -ENOMEM;
@@ -360,13 +650,20 @@ int bal_ctl_open(const struct bal_ctl_opts *opts, struct bal_ctl **out)
 		r = -errno;
 		goto err_unlink;
 	}
+	ctl->job_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctl->job_fd < 0) {
+		r = -errno;
+		goto err_close_stop;
+	}
 	r = -pthread_create(&ctl->thread, NULL, ctl_thread, ctl);
 	if (r < 0)
-		goto err_close_stop;
+		goto err_close_job;
 	bal_info("control: listening on %s", opts->path);
 	*out = ctl;
 	return 0;
 
+err_close_job:
+	close(ctl->job_fd);
 err_close_stop:
 	close(ctl->stop_fd);
 err_unlink:
@@ -389,12 +686,20 @@ void bal_ctl_close(struct bal_ctl *ctl)
 	if (write(ctl->stop_fd, &one, sizeof(one)) != sizeof(one))
 		bal_warn("control: cannot signal the control thread: %s", strerror(errno));
 	pthread_join(ctl->thread, NULL);
+	/* Cancel every job first, so they wind down together, then wait for each. */
+	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
+		if (ctl->clients[i].job)
+			atomic_store(&ctl->clients[i].job->cancel, true);
+	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
+		if (ctl->clients[i].job)
+			job_join(ctl, &ctl->clients[i]);
 	for (int i = 0; i < BAL_CTL_MAX_CLIENTS; i++)
 		if (ctl->clients[i].fd >= 0)
 			client_close(&ctl->clients[i]);
 	bal_ctl_state_fini(&ctl->state);
 	close(ctl->lfd);
 	close(ctl->stop_fd);
+	close(ctl->job_fd);
 	/* Another daemon may have replaced the file since: leave that one. */
 	if (stat(ctl->path, &st) == 0 && st.st_dev == ctl->dev && st.st_ino == ctl->ino)
 		unlink(ctl->path);

@@ -100,7 +100,11 @@ static void snapshot_create(struct bal_ctl_call *call)
 	if (param_snapshot(call, "volume", "name", &vol, &snap) < 0)
 		return;
 	r = bal_vstore_snap_create(call->store, vol, snap, &si);
-	if (r < 0)
+	if (r == -EINPROGRESS)
+		bal_ctl_fail_errno(call, r,
+				   "volume '%s' is still being restored from the object tier; snapshot it once `ballast volume wait %s` returns",
+				   vol, vol);
+	else if (r < 0)
 		fail_snapshot(call, r, vol, snap, "create");
 	else
 		call->result = bal_ctl_snapshot_json(&si);

@@ -7,7 +7,9 @@
  * Each validates its parameters, calls the volume store and turns its
  * -errno into a one-line message that tells the operator what to do.
  * volume.create takes the encryption choice and, for a customer key, the
- * path of a key file the daemon reads itself.  Runs on the control thread.
+ * path of a key file the daemon reads itself.  volume.show adds the
+ * hydration state of a volume restored from the object tier, and
+ * volume.delete stops its hydration first.  Runs on the control thread.
  */
 #include "target/control_internal.h"
 
@@ -19,6 +21,7 @@
 
 #include "common/util.h"
 #include "crypto/crypto.h"
+#include "snapshot/tier.h"
 #include "volume/volume.h"
 
 /* Encrypted volumes are sized in whole XTS data units. */
@@ -199,11 +202,17 @@ static void volume_list(struct bal_ctl_call *call)
 
 static void volume_show(struct bal_ctl_call *call)
 {
+	struct bal_vol_info vi;
 	const char *name;
+	int r;
 
 	if (bal_ctl_param_name(call, "name", &name) < 0)
 		return;
-	reply_info(call, name, "show");
+	r = bal_vstore_info(call->store, name, &vi);
+	if (r < 0)
+		fail_volume(call, r, name, "show");
+	else
+		call->result = bal_ctl_add_tier_state(call->state, &vi, bal_ctl_volume_json(&vi));
 }
 
 static void volume_resize(struct bal_ctl_call *call)
@@ -278,15 +287,19 @@ static void volume_delete(struct bal_ctl_call *call)
 	r = bal_vstore_info(call->store, name, &vi);
 	if (r == 0)
 		r = bal_vstore_delete(call->store, name, force, recursive);
-	if (r == -EBUSY && bal_vstore_info(call->store, name, &vi) == 0)
+	/* A restored volume stops hydrating; its restore records go. */
+	if (r == 0 && call->state->tier)
+		bal_tier_forget(call->state->tier, name, vi.id);
+	if (r == -EBUSY && bal_vstore_info(call->store, name, &vi) == 0) {
 		fail_delete_busy(call, r, name, &vi, force);
-	else if (r == -ENOTEMPTY && bal_vstore_info(call->store, name, &vi) == 0)
+	} else if (r == -ENOTEMPTY && bal_vstore_info(call->store, name, &vi) == 0) {
 		bal_ctl_fail_errno(call, r, "volume '%s' has %u snapshot%s (use --recursive)", name,
 				   vi.snapshots, vi.snapshots == 1 ? "" : "s");
-	else if (r < 0)
+	} else if (r < 0) {
 		fail_volume(call, r, name, "delete");
-	else
+	} else {
 		call->result = bal_ctl_volume_json(&vi);
+	}
 }
 
 static const char *const p_none[] = { NULL };

@@ -98,6 +98,8 @@ static int read_unit(struct conn *c, uint64_t uoff, uint8_t *buf, bool *mapped)
 	ret = bal_vol_map_read(c->vol, uoff, CIO_UNIT, seg, 2, &n);
 	if (ret < 0)
 		return ret;
+	if (n == 1 && seg[0].phys == BAL_SEG_REMOTE)
+		return -EREMOTE;	/* not made local: the tier failed */
 	*mapped = n == 1 && seg[0].phys != BAL_SEG_HOLE;
 	if (!*mapped) {
 		memset(buf, 0, CIO_UNIT);

@@ -190,6 +190,9 @@ int main(int argc, char **argv)
 	bal_info("ballastd ready: data dir %s, control %s", dir, control);
 	ret = bal_server_run(srv);
 	bal_ctl_close(ctl);
+	/* Before the workers go: requests waiting for a fetch are answered. */
+	bal_tier_destroy(tier);
+	tier = NULL;
 out_server:
 	bal_server_close(srv);
 out_tier:

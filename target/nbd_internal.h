@@ -176,6 +176,7 @@ void cpool_submit(struct cpool *p, struct cjob *j);
 /* server.c, for the connection code */
 struct bal_vstore *srv_store(struct bal_server *srv);
 struct cpool *srv_cpool(struct bal_server *srv);
+struct bal_tier *srv_tier(struct bal_server *srv);
 const char *srv_default_export(struct bal_server *srv);
 unsigned srv_handshake_timeout(struct bal_server *srv);
 unsigned srv_request_timeout(struct bal_server *srv);

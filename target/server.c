@@ -57,6 +57,7 @@ struct bal_server {
 	struct wstate ws[MAX_WORKERS];
 	unsigned nworkers, rr;
 	struct cpool *cpool;		/* cipher work of large encrypted requests */
+	struct bal_tier *tier;		/* restored volumes' fetches (may be NULL) */
 	int stopping;			/* atomic */
 };
 
@@ -69,6 +70,7 @@ struct accept_msg {
 
 struct bal_vstore *srv_store(struct bal_server *srv) { return srv->store; }
 struct cpool *srv_cpool(struct bal_server *srv) { return srv->cpool; }
+struct bal_tier *srv_tier(struct bal_server *srv) { return srv->tier; }
 const char *srv_default_export(struct bal_server *srv) { return srv->default_export; }
 unsigned srv_handshake_timeout(struct bal_server *srv) { return srv->handshake_timeout; }
 unsigned srv_request_timeout(struct bal_server *srv) { return srv->request_timeout; }
@@ -261,6 +263,8 @@ int bal_server_open(const struct bal_server_opts *opts, struct bal_server **out)
 	if (!srv)
 		return -ENOMEM;
 	srv->store = opts->store;
+	if (opts->opts_size >= offsetof(struct bal_server_opts, tier) + sizeof(opts->tier))
+		srv->tier = opts->tier;
 	srv->handshake_timeout = opts->handshake_timeout ? opts->handshake_timeout : 10;
 	srv->request_timeout = opts->request_timeout ? opts->request_timeout : 30;
 	if (opts->default_export && !(srv->default_export = strdup(opts->default_export))) {

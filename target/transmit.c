@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "target/nbd_internal.h"
 #include "target/nbd_proto.h"
+#include "snapshot/tier.h"
 #include "volume/volume.h"
 
 struct req;
@@ -49,6 +50,7 @@ struct req {
 	bool all_hole;
 	bool pinned;			/* holds an I/O guard token */
 	bool ciphered;			/* the cipher pool already did the AES-XTS */
+	bool fetched;			/* restored volume: its clusters were made local */
 	unsigned io_token;
 	size_t nsegs;
 	struct segio segs[];
@@ -398,6 +400,12 @@ static void do_rw_io(struct req *r)
 		s->len = segs[i].len;
 		s->buf = r->buf + pos;
 		pos += segs[i].len;
+		if (segs[i].phys == BAL_SEG_REMOTE) {
+			/* Still in the object tier after its fetch: never served. */
+			r->err = r->err ? r->err : -EIO;
+			memset(s->buf, 0, s->len);
+			continue;
+		}
 		if (segs[i].phys == BAL_SEG_HOLE) {
 			memset(s->buf, 0, s->len);
 			continue;
@@ -507,11 +515,72 @@ static int do_trim_zero(struct req *r, bool zero)
 	return zero ? bal_vol_zero(c->vol, off, len, punch) : bal_vol_trim(c->vol, off, len);
 }
 
+static void dispatch(struct req *r);
+
+static void fetched_msg(struct bal_worker *w, struct bal_msg *m)
+{
+	struct req *r = (struct req *)((char *)m - offsetof(struct req, msg));
+
+	(void)w;
+	if (r->err) {
+		/* The chunk is missing, fails its check, or the store is unreachable. */
+		r->err = 0;
+		req_fail(r, -EIO);
+		return;
+	}
+	dispatch(r);
+}
+
+/* A tier thread: the clusters are local (or not: @err); back to the worker. */
+static void fetch_done(void *arg, int err)
+{
+	struct req *r = arg;
+
+	r->err = err;
+	r->msg.fn = fetched_msg;
+	bal_worker_post(r->c->w, &r->msg);
+}
+
+/*
+ * A restored volume: a read (or CACHE) of clusters still in the object
+ * tier, or a write, trim or zero covering part of one, waits for the tier
+ * to make them local (once), then runs as on any volume.  True if the
+ * request was handed to the tier or failed.
+ */
+static bool fetch_first(struct req *r)
+{
+	struct conn *c = r->c;
+	struct bal_tier *tier = srv_tier(c->srv);
+	bool edges;
+
+	switch (r->type) {
+	case NBD_CMD_READ:
+	case NBD_CMD_CACHE:
+		edges = false;
+		break;
+	case NBD_CMD_WRITE:
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES:
+		edges = true;
+		break;
+	default:
+		return false;
+	}
+	if (r->fetched || !bal_vol_needs_fill(c->vol, r->off, r->len, edges))
+		return false;
+	r->fetched = true;
+	if (!tier || bal_tier_fetch_async(tier, c->vol, r->off, r->len, fetch_done, r) < 0)
+		req_fail(r, -EIO);
+	return true;
+}
+
 static void dispatch(struct req *r)
 {
 	struct conn *c = r->c;
 	bool fua = r->flags & NBD_CMD_FLAG_FUA;
 
+	if (fetch_first(r))
+		return;
 	switch (r->type) {
 	case NBD_CMD_READ:
 		c->nreads++;

@@ -5,8 +5,14 @@
  * It parses the command line, checks names and sizes itself (so a typo
  * never reaches the daemon), sends one JSON-RPC request (tools/cli_rpc.c)
  * and prints the result for a person, or as one JSON document with --json.
- * Exit codes: 0 success, 1 the daemon refused or could not be reached,
- * 2 the command line is wrong (nothing was sent).
+ * Exit codes: 0 success, 1 the daemon refused or could not be reached (or
+ * a verified snapshot has problems), 2 the command line is wrong (nothing
+ * was sent).
+ *
+ * Object-tier commands pass the AWS_* settings of the CLI's environment to
+ * the daemon as "creds" (over the owner-only socket; never printed).  On a
+ * terminal, long operations ask for progress notifications and draw a
+ * one-line bar on stdout.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -36,6 +43,12 @@
 #define OPT_ENCRYPT 16u		/* --encrypt, --no-encrypt, --customer-key */
 #define OPT_KEY_FILE 32u
 #define OPT_NEW_MASTER 64u	/* --new-master-key-file, --new-key-provider */
+#define OPT_TO 128u
+#define OPT_STORAGE_CLASS 256u
+#define OPT_FROM 512u		/* the --from variant of a command: chosen when given */
+#define OPT_VOLUME 1024u
+#define OPT_SINCE 2048u
+#define OPT_WAIT 4096u
 
 struct cli {
 	const char *control;
@@ -48,6 +61,12 @@ struct cli {
 	const char *key_file;	/* --key-file */
 	const char *new_mk_file;	/* --new-master-key-file */
 	const char *new_provider;	/* --new-key-provider */
+	const char *to;		/* --to URL */
+	const char *storage_class;	/* --storage-class */
+	const char *from;	/* --from URL or URL#ID */
+	const char *volume;	/* --volume V */
+	const char *since;	/* --since DATE */
+	bool wait;		/* --wait */
 	const char *args[8];	/* positional arguments */
 	int nargs;
 };
@@ -67,6 +86,11 @@ static const char usage_text[] =
 	"  volume delete NAME [--force] [--recursive]\n"
 	"                                      delete a volume (--force: even while connected;\n"
 	"                                      --recursive: with its snapshots)\n"
+	"  volume create NAME --from URL#ID [--wait]\n"
+	"                                      restore an exported snapshot: the volume is\n"
+	"                                      usable at once and fills in the background\n"
+	"                                      (--wait: until it is fully local)\n"
+	"  volume wait NAME                    wait until a restored volume is fully local\n"
 	"  volume flatten NAME                 copy what a clone shares with its parent; detach it\n"
 	"  volume unlock NAME --key-file F     make a customer-key volume available\n"
 	"  volume lock NAME                    forget a customer-key volume's key\n"
@@ -77,6 +101,14 @@ static const char usage_text[] =
 	"  snapshot show VOL@SNAP              show one snapshot\n"
 	"  snapshot delete VOL@SNAP            delete a snapshot\n"
 	"  snapshot diff [VOL@A] VOL@B         ranges changed from A (default: creation) to B\n"
+	"  snapshot export VOL@SNAP [--to URL] [--storage-class CLASS]\n"
+	"                                      upload a snapshot (incrementally) to the object\n"
+	"                                      tier; prints its URL#ID\n"
+	"  snapshot list --from URL [--volume V] [--since DATE]\n"
+	"                                      list the snapshots exported to URL\n"
+	"  snapshot verify URL#ID              check every object of an exported snapshot\n"
+	"  snapshot delete --from URL#ID       delete an exported snapshot and the chunks\n"
+	"                                      no other snapshot uses\n"
 	"  clone VOL@SNAP NEWVOL               create a writable volume from a snapshot\n"
 	"  store stats                         pool counters\n"
 	"  help                                this text\n"
@@ -93,6 +125,12 @@ static const char usage_text[] =
 	"the daemon (their bytes never cross the socket); a customer key file holds\n"
 	"exactly 32 or 64 bytes, a master key file 32 bytes or 64 hex digits, and\n"
 	"both must be mode 0600 or stricter.\n"
+	"URL is file:///PATH or s3://BUCKET[/PREFIX] (default: the daemon's\n"
+	"DATA-DIR/objects); CLASS is STANDARD, STANDARD_IA, INTELLIGENT_TIERING or\n"
+	"GLACIER; DATE is YYYY-MM-DD (UTC) or unix seconds.  S3 settings come from\n"
+	"AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or\n"
+	"AWS_DEFAULT_REGION) and AWS_ENDPOINT_URL when set here, else from the\n"
+	"daemon's environment.\n"
 	"Exit status: 0 success, 1 error, 2 invalid command line.\n";
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -263,6 +301,24 @@ static void print_encryption(json_t *v)
 		printf("locked:      no\n");
 }
 
+/* The restore state of a volume restored from the object tier (HYDRATION). */
+static void print_hydration(json_t *h)
+{
+	char a[32];
+
+	if (!json_is_object(h))
+		return;
+	printf("restored:    from %s\n", get_str(h, "source"));
+	printf("hydration:   %s, %" PRIu64 " of %" PRIu64 " chunks local, %" PRIu64
+	       " failed, %s fetched\n",
+	       json_is_true(json_object_get(h, "active")) ? "in progress"
+	       : get_u64(h, "chunks_failed") ? "stopped" : "complete",
+	       get_u64(h, "chunks_done"), get_u64(h, "chunks_total"), get_u64(h, "chunks_failed"),
+	       human_size(get_u64(h, "bytes_fetched"), a, sizeof(a)));
+	if (json_is_string(json_object_get(h, "last_error")))
+		printf("last error:  %s\n", get_str(h, "last_error"));
+}
+
 static void print_volume(json_t *v)
 {
 	char a[32];
@@ -279,6 +335,7 @@ static void print_volume(json_t *v)
 	printf("created:     %s\n", get_str(v, "created_at"));
 	printf("connections: %" PRIu64 "\n", get_u64(v, "connections"));
 	print_encryption(v);
+	print_hydration(json_object_get(v, "hydration"));
 }
 
 static void print_snapshot_list(json_t *result)
@@ -338,6 +395,54 @@ static void print_diff(json_t *result)
 	       json_array_size(ranges) == 1 ? "" : "s");
 }
 
+/* Exported snapshots: one row each, oldest first. */
+static void print_remote_list(json_t *result)
+{
+	json_t *snaps = json_object_get(result, "snapshots"), *v;
+	int wr = 3, wv = 6, ws = 8, wz = 4;
+	char a[32];
+	size_t i;
+
+	json_array_foreach(snaps, i, v) {
+		const char *ref = json_is_string(json_object_get(v, "ref")) ? get_str(v, "ref")
+										 : get_str(v, "id");
+		int n = (int)strlen(ref);
+
+		wr = n > wr ? n : wr;
+		n = (int)strlen(get_str(v, "volume"));
+		wv = n > wv ? n : wv;
+		n = (int)strlen(get_str(v, "snapshot"));
+		ws = n > ws ? n : ws;
+		n = (int)strlen(human_size(get_u64(v, "size"), a, sizeof(a)));
+		wz = n > wz ? n : wz;
+	}
+	printf("%-*s  %-*s  %-*s  %-20s  %-*s  %-8s  %s\n", wr, "REF", wv, "VOLUME", ws, "SNAPSHOT",
+	       "CREATED", wz, "SIZE", "CHUNKS", "PARENT");
+	json_array_foreach(snaps, i, v)
+		printf("%-*s  %-*s  %-*s  %-20s  %-*s  %-8" PRIu64 "  %s\n", wr,
+		       json_is_string(json_object_get(v, "ref")) ? get_str(v, "ref")
+								 : get_str(v, "id"),
+		       wv, get_str(v, "volume"), ws, get_str(v, "snapshot"), get_str(v, "created"),
+		       wz, human_size(get_u64(v, "size"), a, sizeof(a)), get_u64(v, "chunks"),
+		       get_str(v, "parent"));
+}
+
+/* "REF: ok (...)", or one line per problem. */
+static void print_verify(json_t *v)
+{
+	json_t *problems = json_object_get(v, "problems"), *p;
+	size_t i;
+
+	if (!json_is_true(json_object_get(v, "manifest_ok")))
+		printf("manifest %s: %s\n", get_str(v, "manifest_key"), get_str(v, "manifest_error"));
+	json_array_foreach(problems, i, p)
+		printf("chunk %" PRIu64 " %s: %s\n", get_u64(p, "index"), get_str(p, "key"),
+		       get_str(p, "what"));
+	if (json_is_true(json_object_get(v, "ok")))
+		printf("%s: ok (%" PRIu64 " objects, %" PRIu64 " bytes)\n", get_str(v, "ref"),
+		       get_u64(v, "chunks"), get_u64(v, "bytes"));
+}
+
 static void print_stats(json_t *v)
 {
 	const char *key;
@@ -360,6 +465,11 @@ static bool value_option(struct cli *cli, const char *a, int argc, char **argv, 
 		{ "--key-file", &cli->key_file },
 		{ "--new-master-key-file", &cli->new_mk_file },
 		{ "--new-key-provider", &cli->new_provider },
+		{ "--to", &cli->to },
+		{ "--storage-class", &cli->storage_class },
+		{ "--from", &cli->from },
+		{ "--volume", &cli->volume },
+		{ "--since", &cli->since },
 	};
 
 	for (size_t k = 0; k < sizeof(vopts) / sizeof(vopts[0]); k++) {
@@ -409,6 +519,8 @@ static void parse_args(struct cli *cli, int argc, char **argv)
 			cli->no_encrypt = true;
 		} else if (strcmp(a, "--customer-key") == 0) {
 			cli->customer_key = true;
+		} else if (strcmp(a, "--wait") == 0) {
+			cli->wait = true;
 		} else if (!value_option(cli, a, argc, argv, &i)) {
 			usage_error("unknown option '%s'", printable(a));
 		}
@@ -581,14 +693,119 @@ static void build_clone(struct cli *cli, const char *const *args, int n, json_t 
 	set_str(params, "name", check_name(args[1]));
 }
 
+/* Printable, no spaces: a URL or a ref goes into messages as it is. */
+static bool is_clean(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
+static const char *check_url(const char *opt, const char *url)
+{
+	if (!is_clean(url) || strlen(url) >= 1024)
+		usage_error("invalid %s '%s': use file:///PATH or s3://BUCKET[/PREFIX]", opt,
+			    printable(url));
+	return url;
+}
+
+/* "URL#ID" as printed by snapshot export. */
+static const char *check_ref(const char *ref)
+{
+	const char *hash = strrchr(ref, '#');
+
+	if (!is_clean(ref) || !hash || hash == ref || !hash[1] || strlen(hash + 1) > 48)
+		usage_error("invalid snapshot reference '%s': use URL#ID as printed by snapshot export",
+			    printable(ref));
+	return ref;
+}
+
+/* DATE: YYYY-MM-DD (UTC midnight) or unix seconds. */
+static int64_t check_since(const char *s)
+{
+	struct tm tm = { 0 }, back;
+	int y, m, d, used = 0;
+	time_t t;
+
+	if (s[0] && strspn(s, "0123456789") == strlen(s) && strlen(s) <= 12)
+		return strtoll(s, NULL, 10);
+	if (strlen(s) == 10 && sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &used) == 3 && used == 10 &&
+	    s[4] == '-' && s[7] == '-' && y >= 1970 && m >= 1 && m <= 12 && d >= 1 && d <= 31) {
+		tm.tm_year = y - 1900;
+		tm.tm_mon = m - 1;
+		tm.tm_mday = d;
+		t = timegm(&tm);
+		/* 2025-02-30 would become March 2: refuse it. */
+		if (t != (time_t)-1 && gmtime_r(&t, &back) && back.tm_mday == d &&
+		    back.tm_mon == m - 1)
+			return (int64_t)t;
+	}
+	usage_error("invalid --since '%s': use YYYY-MM-DD (UTC) or unix seconds", printable(s));
+}
+
+static void build_export(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	char vol[BAL_NAME_MAX + 1], snap[BAL_NAME_MAX + 1];
+
+	(void)n;
+	check_vol_snap(args[0], vol, snap);
+	set_str(params, "volume", vol);
+	set_str(params, "snapshot", snap);
+	if (cli->to)
+		set_str(params, "url", check_url("--to", cli->to));
+	if (cli->storage_class) {
+		const char *c = cli->storage_class;
+
+		if (!c[0] || strspn(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != strlen(c) || strlen(c) > 31)
+			usage_error("invalid storage class '%s': use STANDARD, STANDARD_IA, INTELLIGENT_TIERING or GLACIER",
+				    printable(c));
+		set_str(params, "storage_class", c);
+	}
+}
+
+static void build_remote_list(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)args, (void)n;
+	set_str(params, "url", check_url("--from", cli->from));
+	if (cli->volume)
+		set_str(params, "volume", check_name(cli->volume));
+	if (cli->since)
+		json_object_set_new(params, "since", json_integer((json_int_t)check_since(cli->since)));
+}
+
+static void build_ref(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)cli, (void)n;
+	set_str(params, "ref", check_ref(args[0]));
+}
+
+static void build_remote_delete(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	(void)args, (void)n;
+	set_str(params, "ref", check_ref(cli->from));
+}
+
+static void build_restore(struct cli *cli, const char *const *args, int n, json_t *params)
+{
+	build_vol(cli, args, n, params);
+	set_str(params, "ref", check_ref(cli->from));
+}
+
 static void build_none(struct cli *cli, const char *const *args, int n, json_t *params)
 {
 	(void)cli, (void)args, (void)n, (void)params;
 }
 
+/* A command with OPT_FROM is the variant chosen when --from is given. */
 static const struct cmd cmds[] = {
+	{ "volume", "create", "volume.restore", 1, 1, OPT_FROM | OPT_WAIT, "volume name",
+	  build_restore },
 	{ "volume", "create", "volume.create", 1, 1, OPT_SIZE | OPT_ENCRYPT | OPT_KEY_FILE,
 	  "volume name", build_create },
+	{ "volume", "wait", "volume.wait", 1, 1, 0, "volume name", build_vol },
 	{ "volume", "list", "volume.list", 0, 0, 0, NULL, build_none },
 	{ "volume", "show", "volume.show", 1, 1, 0, "volume name", build_vol },
 	{ "volume", "resize", "volume.resize", 1, 1, OPT_SIZE | OPT_FORCE, "volume name",
@@ -601,10 +818,17 @@ static const struct cmd cmds[] = {
 	{ "key", "rotate", "key.rotate", 0, 0, OPT_NEW_MASTER, NULL, build_rotate },
 	{ "snapshot", "create", "snapshot.create", 1, 1, OPT_NAME, "volume name",
 	  build_snap_create },
+	{ "snapshot", "list", "snapshot.remote_list", 0, 0, OPT_FROM | OPT_VOLUME | OPT_SINCE, NULL,
+	  build_remote_list },
 	{ "snapshot", "list", "snapshot.list", 0, 1, 0, NULL, build_snap_list },
 	{ "snapshot", "show", "snapshot.show", 1, 1, 0, "VOL@SNAP", build_snap },
+	{ "snapshot", "delete", "snapshot.remote_delete", 0, 0, OPT_FROM, NULL,
+	  build_remote_delete },
 	{ "snapshot", "delete", "snapshot.delete", 1, 1, 0, "VOL@SNAP", build_snap },
 	{ "snapshot", "diff", "snapshot.diff", 1, 2, 0, "VOL@SNAP", build_diff },
+	{ "snapshot", "export", "snapshot.export", 1, 1, OPT_TO | OPT_STORAGE_CLASS, "VOL@SNAP",
+	  build_export },
+	{ "snapshot", "verify", "snapshot.verify", 1, 1, 0, "URL#ID", build_ref },
 	{ "clone", NULL, "volume.clone", 2, 2, 0, "VOL@SNAP and NEWVOL", build_clone },
 	{ "store", "stats", "store.stats", 0, 0, 0, NULL, build_none },
 };
@@ -619,7 +843,8 @@ static const char *verbs_of(const char *group)
 
 	buf[0] = '\0';
 	for (size_t k = 0; k < NCMDS; k++)
-		if (strcmp(cmds[k].group, group) == 0 && cmds[k].verb)
+		if (strcmp(cmds[k].group, group) == 0 && cmds[k].verb &&
+		    !(k > 0 && cmds[k - 1].verb && strcmp(cmds[k - 1].verb, cmds[k].verb) == 0))
 			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s",
 						len ? ", " : "", cmds[k].verb);
 	return buf;
@@ -639,6 +864,12 @@ static const struct cmd *parse_command(struct cli *cli, json_t *params)
 		{ OPT_ENCRYPT, "--encrypt, --no-encrypt or --customer-key" },
 		{ OPT_KEY_FILE, "--key-file" },
 		{ OPT_NEW_MASTER, "--new-master-key-file or --new-key-provider" },
+		{ OPT_TO, "--to" },
+		{ OPT_STORAGE_CLASS, "--storage-class" },
+		{ OPT_FROM, "--from" },
+		{ OPT_VOLUME, "--volume" },
+		{ OPT_SINCE, "--since" },
+		{ OPT_WAIT, "--wait" },
 	};
 	const char *group = cli->args[0], *verb = cli->nargs > 1 ? cli->args[1] : NULL;
 	const struct cmd *c = NULL;
@@ -656,7 +887,9 @@ static const struct cmd *parse_command(struct cli *cli, json_t *params)
 			if (strcmp(cmds[k].group, group) != 0)
 				continue;
 			known = true;
-			if (verb && strcmp(cmds[k].verb, verb) == 0)
+			/* The --from variant only when --from is given. */
+			if (verb && strcmp(cmds[k].verb, verb) == 0 &&
+			    (!(cmds[k].opts & OPT_FROM) || cli->from))
 				c = &cmds[k];
 		}
 		if (!known)
@@ -684,6 +917,12 @@ static const struct cmd *parse_command(struct cli *cli, json_t *params)
 	given |= cli->encrypt || cli->no_encrypt || cli->customer_key ? OPT_ENCRYPT : 0;
 	given |= cli->key_file ? OPT_KEY_FILE : 0;
 	given |= cli->new_mk_file || cli->new_provider ? OPT_NEW_MASTER : 0;
+	given |= cli->to ? OPT_TO : 0;
+	given |= cli->storage_class ? OPT_STORAGE_CLASS : 0;
+	given |= cli->from ? OPT_FROM : 0;
+	given |= cli->volume ? OPT_VOLUME : 0;
+	given |= cli->since ? OPT_SINCE : 0;
+	given |= cli->wait ? OPT_WAIT : 0;
 	for (size_t k = 0; k < sizeof(opt_names) / sizeof(opt_names[0]); k++)
 		if ((given & opt_names[k].bit) && !(c->opts & opt_names[k].bit))
 			usage_error("%s: %s does not apply", label, opt_names[k].name);
@@ -743,7 +982,189 @@ static void print_result(const struct cli *cli, const char *method, json_t *para
 		print_diff(result);
 	} else if (strcmp(method, "store.stats") == 0) {
 		print_stats(result);
+	} else if (strcmp(method, "snapshot.export") == 0) {
+		printf("%s\n", get_str(result, "ref"));
+	} else if (strcmp(method, "snapshot.remote_list") == 0) {
+		print_remote_list(result);
+	} else if (strcmp(method, "snapshot.verify") == 0) {
+		print_verify(result);
+	} else if (strcmp(method, "snapshot.remote_delete") == 0) {
+		printf("deleted %s (%" PRIu64 " chunk%s deleted, %" PRIu64
+		       " kept for other snapshots)\n", get_str(result, "ref"),
+		       get_u64(result, "chunks_deleted"),
+		       get_u64(result, "chunks_deleted") == 1 ? "" : "s",
+		       get_u64(result, "chunks_kept"));
+	} else if (strcmp(method, "volume.restore") == 0 && cli->wait) {
+		printf("created volume '%s' (%s) from %s: fully local\n", name,
+		       human_size(get_u64(result, "size"), a, sizeof(a)), get_str(params, "ref"));
+	} else if (strcmp(method, "volume.restore") == 0) {
+		printf("created volume '%s' (%s) from %s: it fills from the object tier in the background (ballast volume wait %s)\n",
+		       name, human_size(get_u64(result, "size"), a, sizeof(a)),
+		       get_str(params, "ref"), name);
+	} else if (strcmp(method, "volume.wait") == 0) {
+		json_t *h = json_object_get(result, "hydration");
+
+		if (json_is_object(h))
+			printf("volume '%s' is fully local (%" PRIu64 " chunks, %s fetched)\n", name,
+			       get_u64(h, "chunks_total"),
+			       human_size(get_u64(h, "bytes_fetched"), a, sizeof(a)));
+		else
+			printf("volume '%s' is fully local\n", name);
 	}
+}
+
+/* ---- object tier: credentials, progress, long calls ---- */
+
+/* The CLI's AWS_* settings, as the "creds" of an object-tier request. */
+static void add_creds(json_t *params)
+{
+	static const struct {
+		const char *env, *alt, *key;
+	} vars[] = {
+		{ "AWS_ACCESS_KEY_ID", NULL, "access_key" },
+		{ "AWS_SECRET_ACCESS_KEY", NULL, "secret_key" },
+		{ "AWS_SESSION_TOKEN", NULL, "session_token" },
+		{ "AWS_REGION", "AWS_DEFAULT_REGION", "region" },
+		{ "AWS_ENDPOINT_URL", NULL, "endpoint" },
+	};
+	json_t *creds = json_object();
+
+	for (size_t k = 0; creds && k < sizeof(vars) / sizeof(vars[0]); k++) {
+		const char *v = getenv(vars[k].env);
+
+		if ((!v || !*v) && vars[k].alt)
+			v = getenv(vars[k].alt);
+		if (v && *v)
+			set_str(creds, vars[k].key, v);
+	}
+	if (json_object_size(creds))
+		json_object_set_new(params, "creds", creds);
+	else
+		json_decref(creds);
+}
+
+static bool method_in(const char *method, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(method, *list) == 0)
+			return true;
+	return false;
+}
+
+static const char *const tier_methods[] = { "snapshot.export", "snapshot.verify",
+					    "snapshot.remote_list", "snapshot.remote_delete",
+					    "volume.restore", NULL };
+/* Run as long as they take (the daemon's job; Ctrl-C cancels it). */
+static const char *const long_methods[] = { "snapshot.export", "snapshot.verify",
+					    "snapshot.remote_list", "snapshot.remote_delete",
+					    "volume.wait", NULL };
+static const char *const progress_methods[] = { "snapshot.export", "snapshot.verify",
+						"volume.wait", NULL };
+
+/* The one-line progress bar on a terminal. */
+struct bar {
+	bool drawn;
+	double t0;		/* first report */
+	uint64_t done0;
+};
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* "[#########           ]  45%  1.2/2.7 GiB  85.3 MiB/s  ETA 0:18" */
+static void bar_update(void *arg, uint64_t done, uint64_t total)
+{
+	struct bar *b = arg;
+	double t = mono_s(), unit, rate = 0;
+	char hashes[21], eta[32] = "--:--";
+	bool gib = total >= (UINT64_C(1) << 30);
+	unsigned pct;
+
+	if (!b->drawn) {
+		b->t0 = t;
+		b->done0 = done;
+	}
+	if (done > total)
+		done = total;
+	pct = total ? (unsigned)(done * 100.0 / (double)total) : 0;
+	memset(hashes, ' ', 20);
+	memset(hashes, '#', pct / 5);
+	hashes[20] = '\0';
+	if (t - b->t0 >= 0.5 && done > b->done0)
+		rate = (double)(done - b->done0) / (t - b->t0);
+	if (rate > 0 && total > done) {
+		unsigned long left = (unsigned long)((double)(total - done) / rate);
+
+		if (left >= 3600)
+			snprintf(eta, sizeof(eta), "%lu:%02lu:%02lu", left / 3600, left / 60 % 60,
+				 left % 60);
+		else
+			snprintf(eta, sizeof(eta), "%lu:%02lu", left / 60, left % 60);
+	} else if (total && done == total) {
+		snprintf(eta, sizeof(eta), "0:00");
+	}
+	unit = gib ? 1024.0 * 1024 * 1024 : 1024.0 * 1024;
+	printf("\r[%s] %3u%%  %.1f/%.1f %s  %.1f MiB/s  ETA %-8s", hashes, pct,
+	       (double)done / unit, (double)total / unit, gib ? "GiB" : "MiB",
+	       rate / (1024.0 * 1024), eta);
+	fflush(stdout);
+	b->drawn = true;
+}
+
+/*
+ * One call; with @progress, draw the bar from the daemon's notifications
+ * and end its line before anything else is printed.
+ */
+static int call(const struct cli *cli, const char *method, json_t *params, bool progress,
+		json_t **result, char *err, size_t errlen)
+{
+	struct bal_cli_rpc_opts o = { .timeout = BAL_CLI_RPC_TIMEOUT };
+	struct bar bar = { 0 };
+	int rc;
+
+	if (method_in(method, long_methods))
+		o.timeout = 0;
+	if (progress && method_in(method, progress_methods)) {
+		json_object_set_new(params, "progress", json_true());
+		o.progress = bar_update;
+		o.arg = &bar;
+	}
+	rc = bal_cli_rpc_call_opts(cli->control, method, params, &o, result, err, errlen);
+	if (bar.drawn) {
+		putchar('\n');
+		fflush(stdout);
+	}
+	return rc;
+}
+
+/* volume create --from --wait: wait for the restore, then show the volume. */
+static int restore_wait(const struct cli *cli, const char *name, bool progress,
+			json_t **result, char *err, size_t errlen)
+{
+	json_t *p = json_pack("{s:s}", "name", name), *r = NULL;
+	int rc;
+
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = call(cli, "volume.wait", p, progress, &r, err, errlen);
+	json_decref(r);
+	r = NULL;
+	json_object_del(p, "progress");
+	if (rc == 0)
+		rc = call(cli, "volume.show", p, false, &r, err, errlen);
+	json_decref(p);
+	if (rc == 0) {
+		json_decref(*result);
+		*result = r;
+	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -752,7 +1173,8 @@ int main(int argc, char **argv)
 	json_t *params, *result = NULL;
 	const struct cmd *c;
 	char err[600];
-	int rc;
+	int rc, exit_code = 0;
+	bool progress;
 
 	parse_args(&cli, argc, argv);
 	if (cli.nargs == 0)
@@ -774,18 +1196,30 @@ int main(int argc, char **argv)
 		cli.control = getenv("BALLAST_SOCKET");
 	if (!cli.control || !*cli.control)
 		cli.control = "./ballast-data/ballast.sock";
-	rc = bal_cli_rpc_call(cli.control, c->method, params, &result, err, sizeof(err));
+	if (method_in(c->method, tier_methods))
+		add_creds(params);
+	/* Progress only for a person: not into a pipe, not with --json. */
+	progress = !cli.json && isatty(STDOUT_FILENO);
+	rc = call(&cli, c->method, params, progress, &result, err, sizeof(err));
+	if (rc == 0 && strcmp(c->method, "volume.restore") == 0 && cli.wait)
+		rc = restore_wait(&cli, get_str(params, "name"), progress, &result, err,
+				  sizeof(err));
 	if (rc < 0) {
 		json_decref(params);
+		json_decref(result);
 		fprintf(stderr, "ballast: %s\n", err);
 		return 1;
 	}
 	print_result(&cli, c->method, params, result);
+	/* A verified snapshot with problems is a failure, also with --json. */
+	if (strcmp(c->method, "snapshot.verify") == 0 &&
+	    !json_is_true(json_object_get(result, "ok")))
+		exit_code = 1;
 	json_decref(params);
 	json_decref(result);
 	if (fflush(stdout) != 0) {
 		perror("ballast: stdout");
 		return 1;
 	}
-	return 0;
+	return exit_code;
 }

@@ -2,12 +2,16 @@
 /*
  * JSON-RPC 2.0 client for the `ballast` CLI: connect to the control socket,
  * send one request line, read one response line (bounded in size and
- * time), and hand back the result or the daemon's error message.
+ * time), and hand back the result or the daemon's error message.  Lines
+ * without an "id" before the response are notifications: "progress" ones
+ * go to the caller's callback, others are skipped.  The request may carry
+ * S3 credentials: its text is wiped once sent.
  */
 #include "tools/cli_rpc.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,10 +64,36 @@ static int send_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Read up to the first newline; returns the malloc'ed line or NULL. */
-static char *recv_line(int fd, char *err, size_t errlen)
+/* A notification line (no "id"): hand a "progress" one to the callback.  False if not one. */
+static bool handle_notification(const char *line, const struct bal_cli_rpc_opts *o)
 {
-	time_t deadline = time(NULL) + BAL_CLI_RPC_TIMEOUT;
+	json_t *msg = json_loads(line, 0, NULL), *params;
+	bool note;
+
+	if (!msg)
+		return false;
+	note = json_is_object(msg) && !json_object_get(msg, "id") &&
+	       json_is_string(json_object_get(msg, "method"));
+	params = json_object_get(msg, "params");
+	if (note && o->progress &&
+	    strcmp(json_string_value(json_object_get(msg, "method")), "progress") == 0 &&
+	    json_integer_value(json_object_get(params, "id")) == 1) {
+		json_int_t done = json_integer_value(json_object_get(params, "done"));
+		json_int_t total = json_integer_value(json_object_get(params, "total"));
+
+		o->progress(o->arg, done > 0 ? (uint64_t)done : 0, total > 0 ? (uint64_t)total : 0);
+	}
+	json_decref(msg);
+	return note;
+}
+
+/*
+ * Read lines until the response (passing notifications on); returns the
+ * malloc'ed response line or NULL.
+ */
+static char *recv_response(int fd, const struct bal_cli_rpc_opts *o, char *err, size_t errlen)
+{
+	time_t deadline = time(NULL) + o->timeout;
 	size_t len = 0, cap = 0;
 	char *buf = NULL;
 
@@ -73,12 +103,11 @@ static char *recv_line(int fd, char *err, size_t errlen)
 		ssize_t r;
 		char *nl;
 
-		if (left <= 0) {
-			snprintf(err, errlen, "no response from ballastd within %d s",
-				 BAL_CLI_RPC_TIMEOUT);
+		if (o->timeout > 0 && left <= 0) {
+			snprintf(err, errlen, "no response from ballastd within %d s", o->timeout);
 			goto err_free;
 		}
-		r = poll(&pfd, 1, (int)left * 1000);
+		r = poll(&pfd, 1, o->timeout > 0 ? (int)left * 1000 : -1);
 		if (r < 0 && errno != EINTR) {
 			snprintf(err, errlen, "poll: %s", strerror(errno));
 			goto err_free;
@@ -111,11 +140,15 @@ static char *recv_line(int fd, char *err, size_t errlen)
 			snprintf(err, errlen, "ballastd closed the connection without a response");
 			goto err_free;
 		}
-		nl = memchr(buf + len, '\n', (size_t)r);
 		len += (size_t)r;
-		if (nl) {
+		while ((nl = memchr(buf, '\n', len))) {
+			size_t n = (size_t)(nl - buf) + 1;
+
 			*nl = '\0';
-			return buf;
+			if (!handle_notification(buf, o))
+				return buf;
+			memmove(buf, buf + n, len - n);
+			len -= n;
 		}
 	}
 err_free:
@@ -154,6 +187,14 @@ static int parse_response(const char *line, json_t **result, char *err, size_t e
 int bal_cli_rpc_call(const char *path, const char *method, json_t *params, json_t **result,
 		     char *err, size_t errlen)
 {
+	return bal_cli_rpc_call_opts(path, method, params, NULL, result, err, errlen);
+}
+
+int bal_cli_rpc_call_opts(const char *path, const char *method, json_t *params,
+			  const struct bal_cli_rpc_opts *o, json_t **result, char *err,
+			  size_t errlen)
+{
+	static const struct bal_cli_rpc_opts defaults = { .timeout = BAL_CLI_RPC_TIMEOUT };
 	json_t *req;
 	char *s = NULL, *line = NULL;
 	int fd, rc = -1, r;
@@ -177,13 +218,14 @@ int bal_cli_rpc_call(const char *path, const char *method, json_t *params, json_
 		snprintf(err, errlen, "sending to ballastd: %s", strerror(-r));
 		goto out_close;
 	}
-	line = recv_line(fd, err, errlen);
+	line = recv_response(fd, o ? o : &defaults, err, errlen);
 	if (line)
 		rc = parse_response(line, result, err, errlen);
 out_close:
 	close(fd);
 out_free:
 	free(line);
+	explicit_bzero(s, strlen(s));	/* it may hold credentials */
 	free(s);
 	return rc;
 }

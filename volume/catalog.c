@@ -268,7 +268,7 @@ static void fill_info(struct bal_vrec *rec, struct bal_vol_info *out)
 	snprintf(out->name, sizeof(out->name), "%s", rec->name);
 	out->id = rec->id;
 	out->created_at = rec->created_at;
-	out->connections = rec->connections;
+	out->connections = rec->connections - rec->internal;
 	pthread_mutex_lock(&rec->lock);
 	out->size = atomic_load(&rec->size);
 	/* Only -ENOMEM: the parent's share is then left out. */
@@ -360,15 +360,18 @@ static int open_locked(struct bal_vstore *st, const char *name, struct bal_volum
 	}
 	if (bal_vkey_open_check(rec))
 		return -ENOKEY;
-	if (!at)
+	if (!at) {
 		rec->connections++;
+		rec->internal += vol->internal;
+	}
 	vol->rec = rec;
 	vol->snap = sn;
 	snprintf(vol->name, sizeof(vol->name), "%s", name);
 	return 0;
 }
 
-int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out)
+static int vol_open(struct bal_vstore *st, const char *name, bool internal,
+		    struct bal_volume **out)
 {
 	struct bal_volume *vol;
 	int ret;
@@ -379,6 +382,7 @@ int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **ou
 	if (!vol)
 		return -ENOMEM;
 	vol->st = st;
+	vol->internal = internal;
 	pthread_mutex_lock(&st->cat_lock);
 	ret = open_locked(st, name, vol);
 	pthread_mutex_unlock(&st->cat_lock);
@@ -388,6 +392,16 @@ int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **ou
 	}
 	*out = vol;
 	return 0;
+}
+
+int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out)
+{
+	return vol_open(st, name, false, out);
+}
+
+int bal_vol_open_internal(struct bal_vstore *st, const char *name, struct bal_volume **out)
+{
+	return vol_open(st, name, true, out);
 }
 
 void bal_vol_close(struct bal_volume *vol)
@@ -407,6 +421,7 @@ void bal_vol_close(struct bal_volume *vol)
 		pthread_mutex_unlock(&rec->lock);
 	} else {
 		rec->connections--;
+		rec->internal -= vol->internal;
 		last = rec->connections == 0 && atomic_load(&rec->deleted);
 		if (last)
 			bal_vstore_remove_locked(st, rec);

@@ -359,3 +359,29 @@ int bal_vol_remote_pending(struct bal_volume *vol, uint64_t *clusters)
 	pthread_mutex_unlock(&vol->rec->lock);
 	return 0;
 }
+
+bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool edges_only)
+{
+	struct bal_vrec *rec = vol->rec;
+	uint64_t end, first, last;
+	bool need = false;
+
+	if (vol->snap || !len || __builtin_add_overflow(off, len, &end))
+		return false;
+	first = off >> BAL_CLUSTER_SHIFT;
+	last = (end - 1) >> BAL_CLUSTER_SHIFT;
+	pthread_mutex_lock(&rec->lock);
+	if (!rec->remote) {
+		pthread_mutex_unlock(&rec->lock);
+		return false;
+	}
+	if (edges_only) {
+		need = ((off & (BAL_CLUSTER_SIZE - 1)) && bal_vrec_is_remote(rec, first)) ||
+		       ((end & (BAL_CLUSTER_SIZE - 1)) && bal_vrec_is_remote(rec, last));
+	} else {
+		for (uint64_t cl = first; cl <= last && !need; cl++)
+			need = bal_vrec_is_remote(rec, cl);
+	}
+	pthread_mutex_unlock(&rec->lock);
+	return need;
+}

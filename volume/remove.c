@@ -99,7 +99,7 @@ static int check_delete(const struct bal_vrec *rec, bool force, bool recursive)
 		if (rec->snaps[i]->clones || rec->snaps[i]->connections)
 			return -EBUSY;
 	}
-	if (rec->connections && !force)
+	if (rec->connections > rec->internal && !force)
 		return -EBUSY;
 	return 0;
 }

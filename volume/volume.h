@@ -188,6 +188,18 @@ int bal_vstore_wrap_key(struct bal_vstore *st, const char *aad, const struct bal
 int bal_vstore_unwrap_key(struct bal_vstore *st, const char *aad, const uint8_t *blob,
 			  size_t len, struct bal_xts_key **out);
 
+/*
+ * Named records for the modules above (synced writes; not the data path).
+ * put with @val NULL deletes.  get: *val malloc'ed, -ENOENT if absent.
+ * list calls @cb for every name starting with @prefix, in order; a
+ * non-zero return stops it and is returned.
+ */
+int bal_vstore_meta_put(struct bal_vstore *st, const char *name, const void *val, size_t len);
+int bal_vstore_meta_get(struct bal_vstore *st, const char *name, void **val, size_t *len);
+int bal_vstore_meta_list(struct bal_vstore *st, const char *prefix,
+			 int (*cb)(void *arg, const char *name, const void *val, size_t len),
+			 void *arg);
+
 /* Every volume, sorted by name; *out is malloc'ed, caller frees. */
 int bal_vstore_list(struct bal_vstore *st, struct bal_vol_info **out, size_t *n);
 
@@ -296,6 +308,13 @@ int bal_vstore_stats(struct bal_vstore *st, struct bal_store_stats *out);
 int bal_vol_open(struct bal_vstore *st, const char *name, struct bal_volume **out);
 void bal_vol_close(struct bal_volume *vol);
 
+/*
+ * A handle of the store's own users (the object tier's hydration) on a
+ * live volume: like bal_vol_open, but not counted as a connection, so a
+ * delete goes ahead and the handle then sees bal_vol_is_deleted().
+ */
+int bal_vol_open_internal(struct bal_vstore *st, const char *name, struct bal_volume **out);
+
 struct bal_xts_key;
 
 /*
@@ -388,6 +407,13 @@ int bal_vol_block_status(struct bal_volume *vol, uint64_t off, uint64_t len,
  * -errno.  Any thread; blocks the volume for one cluster write.
  */
 int bal_vol_remote_fill(struct bal_volume *vol, uint64_t lcl, const void *data);
+
+/*
+ * Some cluster of [off, off+len) still reads from the object tier (with
+ * @edges_only: a first or last cluster the range covers only in part, what
+ * a write, trim or zero needs local first).  Cheap; any thread.
+ */
+bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool edges_only);
 
 /* Some clusters may still read from the object tier. */
 bool bal_vol_is_remote(struct bal_volume *vol);

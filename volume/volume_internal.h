@@ -16,6 +16,7 @@
  *   'K' id(8)                    -> data key of an encrypted volume (keys.c)
  *   'k'                          -> key check value of the master key (keys.c)
  *   'R' id(8)                    -> remote state of a restored volume (remote.c)
+ *   'X' name                     -> records of the modules above (meta.c)
  * so one volume's live map, its old versions (ordered by death) and its
  * snapshots (ordered by epoch) are each one key range.
  *
@@ -63,6 +64,7 @@
 #define BAL_KEY_VKEY 'K'
 #define BAL_KEY_KCV 'k'
 #define BAL_KEY_REMOTE 'R'
+#define BAL_KEY_META 'X'
 #define BAL_FORMAT_MAGIC "BALV"
 #define BAL_FORMAT_VERSION 1
 #define BAL_VOL_KEY_LEN 9
@@ -151,7 +153,8 @@ struct bal_vrec {
 	int64_t created_at;
 	_Atomic uint64_t size;		/* written under lock, read anywhere */
 	atomic_bool deleted;		/* set under lock and the catalog lock */
-	unsigned connections;		/* catalog lock */
+	unsigned connections;		/* catalog lock: open handles, internal ones too */
+	unsigned internal;		/* catalog lock: the store's own (bal_vol_open_internal) */
 	pthread_mutex_t lock;		/* protects everything below */
 	struct bal_xmap map;		/* live mappings */
 	struct bal_vers vers;		/* old versions */
@@ -229,6 +232,7 @@ struct bal_volume {
 	struct bal_vstore *st;
 	struct bal_vrec *rec;
 	struct bal_snap *snap;		/* NULL: the live volume */
+	bool internal;			/* not counted as a connection */
 	char name[2 * BAL_NAME_MAX + 2];
 };
 

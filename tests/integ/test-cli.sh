@@ -88,6 +88,29 @@ for s in abc 0 1X 100 99999999P -1 2E; do
 done
 run 2 bal volume create v1 --size 2048P; err_has "larger than the maximum"
 
+note "object-tier command lines (exit 2)"
+run 2 bal snapshot export; err_has "missing VOL@SNAP"
+run 2 bal snapshot export v1; err_has "use VOL@SNAP"
+run 2 bal snapshot export v1@s --to ''; err_has "invalid --to"
+run 2 bal snapshot export v1@s --storage-class cold; err_has "invalid storage class 'cold'"
+run 2 bal snapshot export v1@s --from file:///x; err_has "--from does not apply"
+run 2 bal snapshot list --volume v1; err_has "--volume does not apply"
+run 2 bal snapshot list --from; err_has "--from needs a value"
+run 2 bal snapshot list --from file:///x v1; err_has "unexpected argument 'v1'"
+for d in 2024-02-30 yesterday 2024-1-1 -5; do
+	run 2 bal snapshot list --from file:///x --since="$d"; err_has "invalid --since"
+done
+run 2 bal snapshot verify; err_has "missing URL#ID"
+run 2 bal snapshot verify nohash; err_has "invalid snapshot reference 'nohash'"
+run 2 bal snapshot verify 'file:///x#'; err_has "invalid snapshot reference"
+run 2 bal snapshot delete --from file:///x; err_has "invalid snapshot reference"
+run 2 bal snapshot delete --from 'file:///x#id' v1@s; err_has "unexpected argument 'v1@s'"
+run 2 bal volume create r1 --from 'file:///x#id' --size 1G; err_has "--size does not apply"
+run 2 bal volume create r1 --size 1G --wait; err_has "--wait does not apply"
+run 2 bal volume create r1 --from bad; err_has "invalid snapshot reference 'bad'"
+run 2 bal volume wait; err_has "missing volume name"
+run 2 bal volume wait r1 r2; err_has "unexpected argument 'r2'"
+
 note "create"
 run 0 bal volume create vm1 --size 1G; out_has "created volume 'vm1' (1.0 GiB)"
 run 1 bal volume create vm1 --size 1G; err_has "ballast: volume 'vm1' already exists"
