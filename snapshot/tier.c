@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "crypto/crypto.h"
@@ -95,6 +96,11 @@ void bal_tier_destroy(struct bal_tier *t)
 	hydr_destroy(t->hydr);
 	free(t->default_url);
 	free(t);
+}
+
+const char *bal_tier_default_url(const struct bal_tier *t)
+{
+	return t->default_url;
 }
 
 int tier_store_open(struct bal_tier *t, const char *url, const struct bal_tier_creds *creds,
@@ -285,6 +291,25 @@ static void fill_entry(struct bal_tier_entry *e, const struct bal_manifest *m, c
 		e->chunks += m->chunks[i][0] != '\0';
 }
 
+/*
+ * The YYYY/MM/DD of manifest @key is not before the day of @since (the
+ * listing skips older days without reading them).  Unparsable: true.
+ */
+static bool key_after(const char *key, int64_t since)
+{
+	const char *p = strrchr(key, '/');
+	unsigned y, mo, d;
+	struct tm tm;
+	time_t t = (time_t)since;
+
+	if (!since || !p || p - key < 11 || sscanf(p - 10, "%4u/%2u/%2u/", &y, &mo, &d) != 3 ||
+	    !gmtime_r(&t, &tm))
+		return true;
+	return y * 10000 + mo * 100 + d >=
+	       (unsigned)(tm.tm_year + 1900) * 10000 + (unsigned)(tm.tm_mon + 1) * 100 +
+		       (unsigned)tm.tm_mday;
+}
+
 static int list_one(void *arg, const char *key, uint64_t size, bool is_prefix)
 {
 	struct list_ctx *l = arg;
@@ -292,7 +317,8 @@ static int list_one(void *arg, const char *key, uint64_t size, bool is_prefix)
 	int ret;
 
 	(void)size;
-	if (is_prefix || strlen(key) < 5 || strcmp(key + strlen(key) - 5, ".json"))
+	if (is_prefix || strlen(key) < 5 || strcmp(key + strlen(key) - 5, ".json") ||
+	    !key_after(key, l->since))
 		return 0;
 	ret = read_manifest(l->os, key, &m);
 	if (ret == -ENOENT)

@@ -59,6 +59,9 @@ int bal_tier_create(const struct bal_tier_opts *o, struct bal_tier **out);
 /* Stop the hydration threads (waiting for fetches in flight).  NULL is a no-op. */
 void bal_tier_destroy(struct bal_tier *t);
 
+/* The store used when a call gives no URL. */
+const char *bal_tier_default_url(const struct bal_tier *t);
+
 /* Progress: bytes done of total; return non-zero to cancel. */
 typedef int (*bal_tier_progress_fn)(void *arg, uint64_t done, uint64_t total);
 

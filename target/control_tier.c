@@ -339,8 +339,8 @@ static void snapshot_remote_list(struct bal_ctl_call *call)
 		return;
 	}
 	/* Refs name the store as given, without a trailing slash. */
-	if (given) {
-		url = strdup(given);
+	{
+		url = strdup(given ? given : bal_tier_default_url(t));
 		len = url ? strlen(url) : 0;
 		while (len > 1 && url[len - 1] == '/' && url[len - 2] != '/')
 			url[--len] = '\0';
@@ -352,7 +352,7 @@ static void snapshot_remote_list(struct bal_ctl_call *call)
 			arr = NULL;
 		}
 	}
-	if (arr && (url || !given))
+	if (arr && url)
 		call->result = json_pack("{s:o, s:o}", "url", str_or_null(url), "snapshots", arr);
 	else
 		json_decref(arr);
