@@ -295,21 +295,21 @@ bool bal_vol_is_remote(struct bal_volume *vol)
 	return r;
 }
 
-/* Volume locked: clusters still reading remotely (stops counting at @max). */
-static uint64_t count_remote(struct bal_vrec *rec, uint64_t max)
+/* Volume locked: some cluster still reads remotely. */
+static bool any_remote(struct bal_vrec *rec)
 {
 	const struct bal_vremote *r = rec->remote;
-	uint64_t n = 0;
 
-	for (uint64_t g = 0; g < r->ngran && n < max; g++) {
+	for (uint64_t g = 0; g < r->ngran; g++) {
 		uint64_t lo = g << r->gshift, hi = (g + 1) << r->gshift;
 
 		if (!(r->bits[g / 8] >> (g % 8) & 1))
 			continue;
 		for (uint64_t lcl = lo; lcl < hi && lcl < r->limit; lcl++)
-			n += !bal_xmap_find(&rec->map, lcl);
+			if (!bal_xmap_find(&rec->map, lcl))
+				return true;
 	}
-	return n;
+	return false;
 }
 
 int bal_vol_remote_settle(struct bal_volume *vol)
@@ -324,7 +324,7 @@ int bal_vol_remote_settle(struct bal_volume *vol)
 		pthread_mutex_unlock(&rec->lock);
 		return 0;
 	}
-	if (count_remote(rec, 1)) {
+	if (any_remote(rec)) {
 		pthread_mutex_unlock(&rec->lock);
 		return -EAGAIN;
 	}
@@ -350,14 +350,6 @@ int bal_vol_remote_settle(struct bal_volume *vol)
 	pthread_mutex_unlock(&rec->lock);
 	bal_kv_batch_destroy(b);
 	return ret;
-}
-
-int bal_vol_remote_pending(struct bal_volume *vol, uint64_t *clusters)
-{
-	pthread_mutex_lock(&vol->rec->lock);
-	*clusters = vol->rec->remote ? count_remote(vol->rec, UINT64_MAX) : 0;
-	pthread_mutex_unlock(&vol->rec->lock);
-	return 0;
 }
 
 bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool edges_only)

@@ -418,9 +418,6 @@ bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool
 /* Some clusters may still read from the object tier. */
 bool bal_vol_is_remote(struct bal_volume *vol);
 
-/* Clusters that still read from the object tier (a scan of the index). */
-int bal_vol_remote_pending(struct bal_volume *vol, uint64_t *clusters);
-
 /*
  * If no cluster reads from the object tier any more, make every fill
  * durable and forget the remote state (the volume is then a plain one):
