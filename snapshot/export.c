@@ -41,6 +41,12 @@
 
 #define MANIFEST_MAX (64u << 20)
 
+/* An object of the store: its name and size (0: not known yet). */
+struct named {
+	char name[BAL_CHUNK_NAME_LEN + 1];
+	uint64_t size;
+};
+
 struct exp {
 	struct bal_tier *t;
 	const struct bal_tier_export_opts *o;
@@ -52,11 +58,11 @@ struct exp {
 	struct bal_manifest *pm;	/* parent, or NULL */
 	bool read_all;			/* parent is a restore origin: hash everything */
 	uint8_t *todo;			/* chunk i must be read */
-	char (*known)[BAL_CHUNK_NAME_LEN + 1];	/* parent's names, sorted */
+	struct named *known;		/* parent's objects, sorted by name */
 	size_t nknown;
 	struct bal_tier_export_result *res;
 	/* Names this run stored or is storing (open addressing, under lock). */
-	char (*seen)[BAL_CHUNK_NAME_LEN + 1];
+	struct named *seen;
 	size_t nseen_slots;
 
 	pthread_mutex_t lock;
@@ -161,17 +167,23 @@ static bool chunk_empty(struct exp *x, uint64_t idx, size_t len)
 	return true;
 }
 
-static bool known(const struct exp *x, const char *name)
+/* The parent's size of object @name, or 0 if the parent does not name it. */
+static uint64_t known(const struct exp *x, const char *name)
 {
-	return x->nknown && bsearch(name, x->known, x->nknown, sizeof(*x->known), cmp_name);
+	const struct named *k;
+
+	if (!x->nknown)
+		return 0;
+	k = bsearch(name, x->known, x->nknown, sizeof(*x->known), cmp_name);
+	return k ? k->size : 0;
 }
 
 /*
- * Lock held: true if this run already took care of @name, else remember
- * it: two chunks with the same content are stored once even when two
- * threads meet them at the same time.
+ * Lock held: the slot of @name in this run's table and whether it was
+ * there already: two chunks with the same content are stored once even
+ * when two threads meet them at the same time.
  */
-static bool seen_add(struct exp *x, const char *name)
+static struct named *seen_add(struct exp *x, const char *name, bool *dup)
 {
 	size_t i = 0;
 
@@ -179,13 +191,15 @@ static bool seen_add(struct exp *x, const char *name)
 	for (int k = 0; k < 16; k++)
 		i = i * 16 + (size_t)(name[k] <= '9' ? name[k] - '0' : name[k] - 'a' + 10);
 	i %= x->nseen_slots;
-	while (x->seen[i][0]) {
-		if (!strcmp(x->seen[i], name))
-			return true;
+	*dup = true;
+	while (x->seen[i].name[0]) {
+		if (!strcmp(x->seen[i].name, name))
+			return &x->seen[i];
 		i = (i + 1) % x->nseen_slots;
 	}
-	memcpy(x->seen[i], name, BAL_CHUNK_NAME_LEN + 1);
-	return false;
+	*dup = false;
+	memcpy(x->seen[i].name, name, BAL_CHUNK_NAME_LEN + 1);
+	return &x->seen[i];
 }
 
 /* Name chunk @idx, and store it unless the store has it. */
@@ -194,9 +208,10 @@ static int do_chunk(struct exp *x, struct bal_xts_ctx *ctx, uint64_t idx, uint8_
 	size_t len = (size_t)(x->m->size - idx * BAL_CHUNK_SIZE < BAL_CHUNK_SIZE ?
 			      x->m->size - idx * BAL_CHUNK_SIZE : BAL_CHUNK_SIZE);
 	char name[BAL_CHUNK_NAME_LEN + 1], key[BAL_CHUNK_KEY_LEN + 1];
+	struct named *slot;
 	void *obj = NULL;
 	size_t olen = 0;
-	uint64_t sz;
+	uint64_t sz = 0;
 	bool dup;
 	int ret;
 
@@ -227,11 +242,15 @@ static int do_chunk(struct exp *x, struct bal_xts_ctx *ctx, uint64_t idx, uint8_
 	memcpy(x->m->chunks[idx], name, sizeof(name));
 	bal_chunk_key(name, key, sizeof(key));
 	pthread_mutex_lock(&x->lock);
-	dup = seen_add(x, name);
+	slot = seen_add(x, name, &dup);
 	pthread_mutex_unlock(&x->lock);
-	if (dup || known(x, name) || bal_objstore_head(x->os, key, &sz) == 0) {
+	/* A duplicate's size comes from its first chunk at the end (fix_sizes). */
+	if (dup || (sz = known(x, name)) || bal_objstore_head(x->os, key, &sz) == 0) {
 		pthread_mutex_lock(&x->lock);
 		x->res->chunks_present++;
+		x->m->sizes[idx] = sz;
+		if (!dup)
+			slot->size = sz;
 		pthread_mutex_unlock(&x->lock);
 		return 0;
 	}
@@ -246,7 +265,28 @@ static int do_chunk(struct exp *x, struct bal_xts_ctx *ctx, uint64_t idx, uint8_
 	pthread_mutex_lock(&x->lock);
 	x->res->chunks_uploaded++;
 	x->res->bytes_uploaded += olen;
+	x->m->sizes[idx] = olen;
+	slot->size = olen;
 	pthread_mutex_unlock(&x->lock);
+	return 0;
+}
+
+/* After the threads: chunks that met an object of this run take its size. */
+static int fix_sizes(struct exp *x)
+{
+	for (uint64_t i = 0; i < x->m->nchunks; i++) {
+		struct named *slot;
+		bool dup;
+
+		if (!x->m->chunks[i][0] || x->m->sizes[i])
+			continue;
+		slot = seen_add(x, x->m->chunks[i], &dup);
+		if (!slot->size) {
+			snprintf(x->msg, sizeof(x->msg), "no size known for chunk %" PRIu64, i);
+			return -EIO;
+		}
+		x->m->sizes[i] = slot->size;
+	}
 	return 0;
 }
 
@@ -389,6 +429,7 @@ static void inherit(struct exp *x, const struct bal_manifest *pm)
 		if (x->todo[i])
 			continue;
 		memcpy(x->m->chunks[i], pm->chunks[i], BAL_CHUNK_NAME_LEN + 1);
+		x->m->sizes[i] = pm->sizes[i];
 		x->res->chunks_unchanged++;
 		if (!pm->chunks[i][0])
 			x->res->chunks_empty++;
@@ -400,9 +441,12 @@ static int set_known(struct exp *x, const struct bal_manifest *pm)
 	x->known = malloc((pm->nchunks ? pm->nchunks : 1) * sizeof(*x->known));
 	if (!x->known)
 		return -ENOMEM;
-	for (uint64_t i = 0; i < pm->nchunks; i++)
-		if (pm->chunks[i][0])
-			memcpy(x->known[x->nknown++], pm->chunks[i], BAL_CHUNK_NAME_LEN + 1);
+	for (uint64_t i = 0; i < pm->nchunks; i++) {
+		if (!pm->chunks[i][0])
+			continue;
+		memcpy(x->known[x->nknown].name, pm->chunks[i], BAL_CHUNK_NAME_LEN + 1);
+		x->known[x->nknown++].size = pm->sizes[i];
+	}
 	if (x->nknown)
 		qsort(x->known, x->nknown, sizeof(*x->known), cmp_name);
 	return 0;
@@ -557,6 +601,15 @@ static int write_manifest(struct exp *x, const struct bal_vol_info *vi,
 	return ret;
 }
 
+static int new_id(struct exp *x)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	x->m->created = (int64_t)ts.tv_sec;
+	return bal_manifest_new_id((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, x->m->id);
+}
+
 static int open_source(struct exp *x, struct bal_vol_info *vi, struct bal_snap_info *si)
 {
 	char name[2 * 64 + 2];
@@ -609,9 +662,8 @@ int bal_tier_export(struct bal_tier *t, const struct bal_tier_export_opts *o,
 	if (!ret)
 		ret = bal_manifest_create(si.size, BAL_CHUNK_SIZE, &x.m);
 	if (!ret)
-		ret = bal_manifest_new_id((int64_t)time(NULL), x.m->id);
+		ret = new_id(&x);
 	if (!ret) {
-		x.m->created = (int64_t)time(NULL);
 		x.todo = malloc(x.m->nchunks ? x.m->nchunks : 1);
 		x.nseen_slots = 2 * x.m->nchunks + 1;
 		x.seen = calloc(x.nseen_slots, sizeof(*x.seen));
@@ -622,6 +674,8 @@ int bal_tier_export(struct bal_tier *t, const struct bal_tier_export_opts *o,
 	}
 	if (!ret)
 		ret = run_threads(&x);
+	if (!ret)
+		ret = fix_sizes(&x);
 	if (!ret)
 		ret = write_manifest(&x, &vi, &si);
 	if (ret) {

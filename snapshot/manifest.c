@@ -42,7 +42,7 @@
 static const char *const members[] = {
 	"format", "id",		   "volume",	  "snapshot",	 "created", "size",
 	"chunk_size", "parent",	   "source",	  "storage_class", "encrypted", "wrapped_key",
-	"nchunks", "chunks",	   "stored_bytes", "mac",
+	"nchunks", "chunks",	   "stored_bytes", "mac", "sizes",
 };
 
 __attribute__((format(printf, 3, 4))) static int bad(char *why, size_t why_len,
@@ -117,12 +117,15 @@ int bal_manifest_create(uint64_t size, uint32_t chunk_size, struct bal_manifest 
 	if (m->nchunks > SIZE_MAX / sizeof(*m->chunks))
 		goto err_free;
 	m->chunks = calloc((size_t)m->nchunks, sizeof(*m->chunks));
-	if (!m->chunks)
+	m->sizes = calloc((size_t)m->nchunks, sizeof(*m->sizes));
+	if (!m->chunks || !m->sizes)
 		goto err_free;
 	*out = m;
 	return 0;
 
 err_free:
+	free(m->chunks);
+	free(m->sizes);
 	free(m);
 	return -ENOMEM;
 }
@@ -132,21 +135,24 @@ void bal_manifest_destroy(struct bal_manifest *m)
 	if (!m)
 		return;
 	free(m->chunks);
+	free(m->sizes);
 	free(m);
 }
 
-int bal_manifest_new_id(int64_t now, char id[BAL_SNAP_ID_MAX + 1])
+int bal_manifest_new_id(int64_t now_ms, char id[BAL_SNAP_ID_MAX + 1])
 {
 	uint8_t rnd[ID_RAND_LEN];
-	time_t t = (time_t)now;
+	time_t t = (time_t)(now_ms / 1000);
 	struct tm tm;
 	int ret;
 
-	if (now < 0 || now > TIME_MAX || !gmtime_r(&t, &tm))
+	if (now_ms < 0 || now_ms / 1000 > TIME_MAX || !gmtime_r(&t, &tm))
 		return -EINVAL;
-	ret = bal_crypto_random(rnd, sizeof(rnd));
+	ret = bal_crypto_random(rnd + 2, sizeof(rnd) - 2);
 	if (ret < 0)
 		return ret;
+	rnd[0] = (uint8_t)((now_ms % 1000) >> 8);
+	rnd[1] = (uint8_t)(now_ms % 1000);
 	strftime(id, ID_TIME_LEN + 1, "%Y%m%dT%H%M%SZ", &tm);
 	id[ID_TIME_LEN] = '-';
 	hex_encode(rnd, sizeof(rnd), id + ID_TIME_LEN + 1);
@@ -269,9 +275,13 @@ static int manifest_check(const struct bal_manifest *m, char *why, size_t why_le
 		return bad(why, why_len, "stored_bytes: out of range");
 	if (m->nchunks && !m->chunks)
 		return bad(why, why_len, "chunks: missing");
-	for (uint64_t i = 0; i < m->nchunks; i++)
+	for (uint64_t i = 0; i < m->nchunks; i++) {
 		if (m->chunks[i][0] && !bal_chunk_name_is_valid(m->chunks[i]))
 			return bad(why, why_len, "chunks[%" PRIu64 "]: not a chunk name", i);
+		if ((m->sizes[i] == 0) != (m->chunks[i][0] == '\0') ||
+		    m->sizes[i] > 2 * (uint64_t)m->chunk_size + 4096)
+			return bad(why, why_len, "sizes[%" PRIu64 "]: does not match chunks", i);
+	}
 	return 0;
 }
 
@@ -279,16 +289,19 @@ static int manifest_check(const struct bal_manifest *m, char *why, size_t why_le
 static json_t *build(const struct bal_manifest *m)
 {
 	char wk[2 * BAL_KW_BLOB_LEN + 1];
-	json_t *o, *arr;
+	json_t *o, *arr, *sizes;
 	int err = 0;
 
 	o = json_object();
 	arr = json_array();
-	if (!o || !arr)
+	sizes = json_array();
+	if (!o || !arr || !sizes)
 		goto err_free;
-	for (uint64_t i = 0; i < m->nchunks; i++)
+	for (uint64_t i = 0; i < m->nchunks; i++) {
 		err |= json_array_append_new(arr, m->chunks[i][0] ? json_string(m->chunks[i])
 								   : json_null());
+		err |= json_array_append_new(sizes, json_integer((json_int_t)m->sizes[i]));
+	}
 	if (m->encrypted)
 		hex_encode(m->wrapped_key, sizeof(m->wrapped_key), wk);
 	err |= json_object_set_new(o, "format", json_integer(BAL_MANIFEST_FORMAT));
@@ -306,7 +319,9 @@ static json_t *build(const struct bal_manifest *m)
 	err |= json_object_set_new(o, "nchunks", json_integer((json_int_t)m->nchunks));
 	err |= json_object_set_new(o, "stored_bytes", json_integer((json_int_t)m->stored_bytes));
 	err |= json_object_set(o, "chunks", arr);
+	err |= json_object_set(o, "sizes", sizes);
 	json_decref(arr);
+	json_decref(sizes);
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -314,6 +329,7 @@ static json_t *build(const struct bal_manifest *m)
 	return o;
 
 err_free:
+	json_decref(sizes);
 	json_decref(arr);
 	json_decref(o);
 	return NULL;
@@ -429,7 +445,7 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 {
 	int64_t format, size, chunk_size, nchunks, created, stored;
 	char wk[2 * BAL_KW_BLOB_LEN + 1], mac[2 * MAC_LEN + 1];
-	json_t *chunks = json_object_get(o, "chunks"), *v;
+	json_t *chunks = json_object_get(o, "chunks"), *sizes = json_object_get(o, "sizes"), *v;
 	struct bal_manifest *m;
 	size_t i;
 	int ret;
@@ -449,6 +465,8 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 		return bad(why, why_len, "nchunks: does not match size and chunk_size");
 	if (!json_is_array(chunks) || json_array_size(chunks) != (uint64_t)nchunks)
 		return bad(why, why_len, "chunks: not an array of nchunks entries");
+	if (!json_is_array(sizes) || json_array_size(sizes) != (uint64_t)nchunks)
+		return bad(why, why_len, "sizes: not an array of nchunks entries");
 	if (!json_is_boolean(json_object_get(o, "encrypted")))
 		return bad(why, why_len, "encrypted: not a boolean");
 	/* Sizes are now bounded by the document itself: allocating is safe. */
@@ -493,6 +511,17 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 			goto err_destroy;
 		}
 		memcpy(m->chunks[i], json_string_value(v), BAL_CHUNK_NAME_LEN + 1);
+	}
+	json_array_foreach(sizes, i, v) {
+		json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+		/* An object is never larger than its chunk plus a small overhead. */
+		if (n < 0 || n > 2 * (json_int_t)m->chunk_size + 4096 ||
+		    (n == 0) != (m->chunks[i][0] == '\0')) {
+			bad(why, why_len, "sizes[%zu]: not an object size matching chunks[%zu]", i, i);
+			goto err_destroy;
+		}
+		m->sizes[i] = (uint64_t)n;
 	}
 	ret = manifest_check(m, why, why_len);
 	if (ret < 0)

@@ -51,6 +51,7 @@ struct bal_manifest {
 	uint8_t wrapped_key[BAL_KW_BLOB_LEN]; /* valid when encrypted */
 	uint64_t nchunks;		   /* ceil(size / chunk_size) */
 	char (*chunks)[BAL_CHUNK_NAME_LEN + 1]; /* nchunks names, "" = unallocated (zeroes) */
+	uint64_t *sizes;		   /* nchunks object sizes in bytes, 0 for "" */
 	uint64_t stored_bytes;		   /* object bytes this export uploaded (informational) */
 };
 
@@ -66,10 +67,12 @@ int bal_manifest_create(uint64_t size, uint32_t chunk_size, struct bal_manifest 
 void bal_manifest_destroy(struct bal_manifest *m);
 
 /*
- * A new snapshot id for time @now (unix seconds UTC): "YYYYMMDDTHHMMSSZ-"
- * and 8 random bytes in lowercase hex.  0, -EINVAL (@now out of range), -EIO.
+ * A new snapshot id for time @now_ms (unix milliseconds UTC):
+ * "YYYYMMDDTHHMMSSZ-", the milliseconds as 4 hex digits and 6 random bytes
+ * in lowercase hex, so ids sort in creation order to the millisecond.
+ * 0, -EINVAL (@now_ms out of range), -EIO.
  */
-int bal_manifest_new_id(int64_t now, char id[BAL_SNAP_ID_MAX + 1]);
+int bal_manifest_new_id(int64_t now_ms, char id[BAL_SNAP_ID_MAX + 1]);
 
 /* Strict syntax of an id (it becomes part of object keys), with a real date. */
 bool bal_manifest_id_is_valid(const char *id);

@@ -4,10 +4,12 @@
  * with one directory per key segment.
  *
  * Invariants:
- *  - A put is atomic: the bytes go to a temp file in the key's directory
- *    (".BASE.tmp.PID.TID.SEQ", O_EXCL), which is fsynced and renamed over
- *    the key, then the directory is fsynced (and so is the parent of every
- *    directory the put created).  A reader sees the old or the new file.
+ *  - A put is atomic: the bytes go to a temp file in the root's temp
+ *    directory (TMP_DIR/".BASE.tmp.PID.TID.SEQ", O_EXCL), which is fsynced
+ *    and renamed over the key, then the key's directory is fsynced (and so
+ *    is the parent of every directory the put created).  A reader sees the
+ *    old or the new file.  Temp files of processes that died (an export
+ *    killed mid-way) are removed when the store is next opened.
  *  - Names that look like temp files (leading '.', containing ".tmp.") are
  *    never listed, and keys with such a segment are refused (-EINVAL).
  *  - A delete removes the directories it leaves empty, so a delimiter
@@ -22,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +35,12 @@
 #include "snapshot/objstore_internal.h"
 
 #define PUT_TRIES 10	/* a directory pruned by a concurrent delete */
+/* Under the root; a temp-looking name, so never listed nor a key segment. */
+#define TMP_DIR ".tmp.d"
 
 struct fstore {
 	int rootfd;
+	int tmpfd;		/* TMP_DIR */
 	atomic_uint seq;	/* temp file names */
 };
 
@@ -164,7 +170,7 @@ static int put_once(struct fstore *fs, const char *key, const void *data, size_t
 		return errno;
 	snprintf(tmp, sizeof(tmp), ".%.200s.tmp.%d.%d.%u", base, (int)getpid(), (int)gettid(),
 		 atomic_fetch_add(&fs->seq, 1));
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = openat(fs->tmpfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		e = errno;
 		goto err_close_dir;
@@ -174,10 +180,10 @@ static int put_once(struct fstore *fs, const char *key, const void *data, size_t
 		e = errno;
 	if (close(fd) < 0 && !e)
 		e = errno;
-	if (!e && renameat(dfd, tmp, dfd, base) < 0)
+	if (!e && renameat(fs->tmpfd, tmp, dfd, base) < 0)
 		e = errno == ENOENT ? EIO : errno;
 	if (e) {
-		unlinkat(dfd, tmp, 0);
+		unlinkat(fs->tmpfd, tmp, 0);
 		goto err_close_dir;
 	}
 	if (fsync(dfd) < 0)
@@ -487,8 +493,31 @@ static void fclose_store(struct bal_objstore *s)
 {
 	struct fstore *fs = s->be;
 
+	close(fs->tmpfd);
 	close(fs->rootfd);
 	free(fs);
+}
+
+/* Remove the temp files of processes of this host that no longer run. */
+static void clean_tmp(struct fstore *fs)
+{
+	int dfd = dup(fs->tmpfd);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		const char *p = strstr(de->d_name, ".tmp.");
+		long pid = p ? strtol(p + 5, NULL, 10) : 0;
+
+		if (pid > 0 && pid != getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			unlinkat(fs->tmpfd, de->d_name, 0);
+	}
+	closedir(d);
 }
 
 static const struct bal_objstore_ops file_ops = {
@@ -518,13 +547,21 @@ int bal_objstore_file_open(struct bal_objstore *s, const char *path)
 	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
+	fs->tmpfd = -1;
 	fs->rootfd = e ? -1 : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->rootfd < 0) {
+	if (fs->rootfd >= 0 && mkdirat(fs->rootfd, TMP_DIR, 0755) < 0 && errno != EEXIST)
+		e = errno;
+	if (fs->rootfd >= 0 && !e)
+		fs->tmpfd = openat(fs->rootfd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fs->rootfd < 0 || fs->tmpfd < 0) {
 		e = e ? e : errno;
+		if (fs->rootfd >= 0)
+			close(fs->rootfd);
 		free(fs);
 		bal_objstore_seterr("%s: %s", s->url, strerror(e));
 		return map_errno(e) == -ENOENT ? -EIO : map_errno(e);
 	}
+	clean_tmp(fs);
 	s->ops = &file_ops;
 	s->be = fs;
 	return 0;

@@ -182,9 +182,11 @@ static int load_chunk(struct rst *r, uint64_t idx, char *why, size_t whylen)
 	ret = plain && cl ? 0 : -ENOMEM;
 	if (!ret) {
 		ret = bal_chunk_decode(r->snap.keys, m->chunks[idx], obj, olen, plain, len);
-		if (ret == -EBADMSG)
-			snprintf(why, whylen, "object %s fails its integrity check (%zu bytes: tampered or truncated)",
-				 key, olen);
+		if (ret == -EBADMSG && olen < m->sizes[idx])
+			snprintf(why, whylen, "object %s is truncated (%zu of %" PRIu64 " bytes)", key,
+				 olen, m->sizes[idx]);
+		else if (ret == -EBADMSG)
+			snprintf(why, whylen, "object %s fails its integrity check (tampered)", key);
 	}
 	if (!ret && r->snap.xts)
 		ret = bal_xts_ctx_create(r->snap.xts, &ctx);

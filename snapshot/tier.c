@@ -161,6 +161,20 @@ static int find_one(void *arg, const char *key, uint64_t size, bool is_prefix)
 	return bal_objstore_head(f->os, f->key, &sz) == 0 ? 1 : 0;
 }
 
+/* Without a delimiter: every manifest key, matched by its file name. */
+static int find_flat(void *arg, const char *key, uint64_t size, bool is_prefix)
+{
+	struct find_ctx *f = arg;
+	size_t kl = strlen(key), il = strlen(f->id);
+
+	(void)size;
+	if (is_prefix || kl < il + 6 || key[kl - il - 6] != '/' ||
+	    strncmp(key + kl - il - 5, f->id, il) || strcmp(key + kl - 5, ".json"))
+		return 0;
+	snprintf(f->key, f->len, "%s", key);
+	return 1;
+}
+
 int tier_find_key(struct bal_objstore *os, const char *id, char *key, size_t len)
 {
 	struct find_ctx f = { .os = os, .id = id, .key = key, .len = len };
@@ -168,7 +182,10 @@ int tier_find_key(struct bal_objstore *os, const char *id, char *key, size_t len
 
 	if (!bal_manifest_id_is_valid(id))
 		return -EINVAL;
+	/* One HEAD per volume prefix; stores that list no common prefixes fall back. */
 	ret = bal_objstore_list(os, "manifests/", "/", find_one, &f);
+	if (ret == 0)
+		ret = bal_objstore_list(os, "manifests/", NULL, find_flat, &f);
 	if (ret == 1)
 		return 0;
 	return ret < 0 ? ret : -ENOENT;
@@ -382,7 +399,8 @@ int bal_tier_list(struct bal_tier *t, const char *url, const char *volume, int64
 		tier_err(err, errlen, "%s", bal_objstore_strerror());
 		free(l.v);
 	} else {
-		qsort(l.v, l.n, sizeof(*l.v), cmp_entry);
+		if (l.n > 1)
+			qsort(l.v, l.n, sizeof(*l.v), cmp_entry);
 		*out = l.v;
 		*n = l.n;
 		ret = 0;

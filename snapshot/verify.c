@@ -95,9 +95,16 @@ static void check_one(struct ver *v, uint64_t idx, uint8_t *plain)
 	} else if (ret) {
 		snprintf(what, sizeof(what), "cannot be read: %.70s", bal_objstore_strerror());
 		problem(v, idx, key, what);
+	} else if (olen < m->sizes[idx]) {
+		snprintf(what, sizeof(what), "truncated (%zu of %" PRIu64 " bytes)", olen,
+			 m->sizes[idx]);
+		problem(v, idx, key, what);
+	} else if (olen > m->sizes[idx]) {
+		snprintf(what, sizeof(what), "wrong size (%zu bytes, %" PRIu64 " expected)", olen,
+			 m->sizes[idx]);
+		problem(v, idx, key, what);
 	} else if (bal_chunk_decode(v->s->keys, m->chunks[idx], obj, olen, plain, len)) {
-		snprintf(what, sizeof(what),
-			 "fails its integrity check (%zu bytes: truncated or tampered)", olen);
+		snprintf(what, sizeof(what), "fails its integrity check (tampered)");
 		problem(v, idx, key, what);
 	}
 	pthread_mutex_lock(&v->lock);

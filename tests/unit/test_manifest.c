@@ -67,15 +67,16 @@ static void test_ids(void)
 		"../../../../../../../../etc/passwd",
 	};
 
-	CHECK_RC(bal_manifest_new_id(T0, id), 0);
+	CHECK_RC(bal_manifest_new_id(T0 * INT64_C(1000), id), 0);
 	CHECK(strncmp(id, "20231114T221320Z-", 17) == 0 && strlen(id) == 33);
 	CHECK(bal_manifest_id_is_valid(id));
-	CHECK_RC(bal_manifest_new_id(T0, id2), 0);
-	CHECK(strcmp(id, id2) != 0);
+	CHECK_RC(bal_manifest_new_id(T0 * INT64_C(1000) + 999, id2), 0);
+	CHECK(strcmp(id, id2) < 0);	/* ids sort by time to the millisecond */
+	CHECK(!strncmp(id2 + 17, "03e7", 4));
 	CHECK_RC(bal_manifest_new_id(0, id2), 0);
 	CHECK(strncmp(id2, "19700101T000000Z-", 17) == 0 && bal_manifest_id_is_valid(id2));
 	CHECK_RC(bal_manifest_new_id(-1, id2), -EINVAL);
-	CHECK_RC(bal_manifest_new_id(253402300800LL, id2), -EINVAL);
+	CHECK_RC(bal_manifest_new_id(253402300800000LL, id2), -EINVAL);
 	CHECK(bal_manifest_id_is_valid("20240229T235959Z-0123456789abcdef"));
 	CHECK(!bal_manifest_id_is_valid("20230229T235959Z-0123456789abcdef"));
 	CHECK(!bal_manifest_id_is_valid(NULL));
@@ -96,11 +97,11 @@ static struct bal_manifest *sample(uint64_t size, uint32_t chunk_size, bool encr
 
 	CHECK_RC(bal_manifest_create(size, chunk_size, &m), 0);
 	CHECK_EQ(m->nchunks, (size + chunk_size - 1) / chunk_size);
-	CHECK_RC(bal_manifest_new_id(T0 + 86400, m->id), 0);
+	CHECK_RC(bal_manifest_new_id((T0 + 86400) * INT64_C(1000), m->id), 0);
 	snprintf(m->volume, sizeof(m->volume), "db-01.prod_x");
 	snprintf(m->snapshot, sizeof(m->snapshot), "nightly-2023-11-15");
 	m->created = T0 + 86400;
-	CHECK_RC(bal_manifest_new_id(T0, m->parent), 0);
+	CHECK_RC(bal_manifest_new_id(T0 * INT64_C(1000), m->parent), 0);
 	snprintf(m->source, sizeof(m->source),
 		 "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/17/42");
 	snprintf(m->storage_class, sizeof(m->storage_class), "STANDARD_IA");
@@ -115,6 +116,7 @@ static struct bal_manifest *sample(uint64_t size, uint32_t chunk_size, bool encr
 		for (int j = 0; j < BAL_CHUNK_NAME_LEN; j++)
 			m->chunks[i][j] = "0123456789abcdef"[((v >> (4 * (j % 16))) & 15) ^ (j / 16)];
 		m->chunks[i][BAL_CHUNK_NAME_LEN] = '\0';
+		m->sizes[i] = 1000 + i;
 	}
 	m->stored_bytes = UINT64_C(123456789012);
 	return m;

@@ -12,12 +12,14 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -381,10 +383,11 @@ static void run_suite(struct bal_objstore *s, int atomic_rounds, bool concurrent
 static int count_temp(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
-	(void)flag;
-	if (strstr(path + ftw->base, ".tmp."))
-		fprintf(stderr, "temp file left: %s\n", path);
-	return strstr(path + ftw->base, ".tmp.") != NULL;
+	/* The store's temp directory stays; files in it must not. */
+	if (flag == FTW_D || !strstr(path + ftw->base, ".tmp."))
+		return 0;
+	fprintf(stderr, "temp file left: %s\n", path);
+	return 1;
 }
 
 static void test_open_errors(const char *dir)
@@ -576,6 +579,23 @@ int main(int argc, char **argv)
 	test_file_specific(s, dir);
 	CHECK_EQ(nftw(dir, count_temp, 16, FTW_PHYS), 0);
 	bal_objstore_close(s);
+	{
+		/* A temp file of a process that died mid-put goes at the next open. */
+		char stale[600];
+		pid_t pid = fork();
+		int fd;
+
+		if (pid == 0)
+			_exit(0);
+		CHECK(pid > 0 && waitpid(pid, NULL, 0) == pid);
+		snprintf(stale, sizeof(stale), "%s/.tmp.d/.x.tmp.%d.1.1", dir, (int)pid);
+		fd = open(stale, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		CHECK(fd >= 0);
+		close(fd);
+		CHECK_EQ(bal_objstore_open(&o, &s), 0);
+		CHECK(access(stale, F_OK) < 0 && errno == ENOENT);
+		bal_objstore_close(s);
+	}
 	check_rmtree(dir);
 
 	if (s3url && *s3url) {
