@@ -30,6 +30,11 @@ int bal_vstore_pool_fd(const struct bal_vstore *st)
 	return bal_pool_fd(st->pool);
 }
 
+int bal_vstore_pool_fd_direct(const struct bal_vstore *st)
+{
+	return bal_pool_fd_direct(st->pool);
+}
+
 static int fsync_path(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
