@@ -7,7 +7,10 @@
  * The socket is created owner-only (0600).  One control thread runs a poll
  * loop over the listener and at most BAL_CTL_MAX_CLIENTS clients; requests
  * are served in order on that thread by calling the volume store, whose
- * functions are safe from any thread.  A request line longer than
+ * functions are safe from any thread, except the long ones (object tier
+ * export, verify, remote list and delete, volume wait), which run on a job
+ * thread each while the client waits and every other client is served.
+ * A request line longer than
  * BAL_CTL_MAX_LINE is answered with an error and the client is closed; a
  * client idle for BAL_CTL_IDLE_TIMEOUT seconds is closed.
  */

@@ -13,10 +13,11 @@ bal volume create vol --size 1G || fail "volume create"
 fio_run() { # name uri extra-args... ; JSON on $T/NAME.json
 	local name=$1 uri=$2
 	shift 2
-	timeout 100 fio --name="$name" --ioengine=nbd --uri="$uri" --rw=randwrite --bs=16k \
-		--iodepth=32 --numjobs=4 --size=64M --offset_increment=64M --verify=crc32c \
-		--verify_fatal=1 --randrepeat=1 --runtime=90 --group_reporting=0 \
-		--output-format=json --output="$T/$name.json" "$@"
+	# In $T: fio leaves its verify state files in the working directory.
+	(cd "$T" && timeout 100 fio --name="$name" --ioengine=nbd --uri="$uri" --rw=randwrite \
+		--bs=16k --iodepth=32 --numjobs=4 --size=64M --offset_increment=64M \
+		--verify=crc32c --verify_fatal=1 --randrepeat=1 --runtime=90 --group_reporting=0 \
+		--output-format=json --output="$T/$name.json" "$@")
 }
 
 fio_run write "$(uri_unix vol)" --end_fsync=1 || fail "fio randwrite+verify: exit $?: $(cat "$T/write.json" 2>/dev/null)"
