@@ -73,4 +73,10 @@ static inline uint16_t bal_get_be16(const uint8_t *p)
 	return (uint16_t)(((uint16_t)p[0] << 8) | p[1]);
 }
 
+/* Lowercase hex of @len bytes into @out (2 * @len + 1 bytes with the NUL). */
+void bal_hex_encode(const void *in, size_t len, char *out);
+
+/* @s is exactly @n lowercase hex digits. */
+bool bal_is_lower_hex(const char *s, size_t n);
+
 #endif

@@ -112,26 +112,7 @@ bool bal_chunk_keys_sealed(const struct bal_chunk_keys *k)
 
 bool bal_chunk_name_is_valid(const char *name)
 {
-	if (!name)
-		return false;
-	for (int i = 0; i < BAL_CHUNK_NAME_LEN; i++) {
-		char c = name[i];
-
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-			return false;
-	}
-	return name[BAL_CHUNK_NAME_LEN] == '\0';
-}
-
-static void hex_encode(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
+	return name && bal_is_lower_hex(name, BAL_CHUNK_NAME_LEN);
 }
 
 int bal_chunk_name(const struct bal_chunk_keys *k, const void *plain, size_t len,
@@ -145,7 +126,7 @@ int bal_chunk_name(const struct bal_chunk_keys *k, const void *plain, size_t len
 	ret = bal_hmac_sha256(name_key(k), KEY_LEN, plain, len, mac);
 	if (ret < 0)
 		return ret;
-	hex_encode(mac, sizeof(mac), name);
+	bal_hex_encode(mac, sizeof(mac), name);
 	return 0;
 }
 

@@ -205,8 +205,7 @@ static struct named *seen_add(struct exp *x, const char *name, bool *dup)
 /* Name chunk @idx, and store it unless the store has it. */
 static int do_chunk(struct exp *x, struct bal_xts_ctx *ctx, uint64_t idx, uint8_t *buf)
 {
-	size_t len = (size_t)(x->m->size - idx * BAL_CHUNK_SIZE < BAL_CHUNK_SIZE ?
-			      x->m->size - idx * BAL_CHUNK_SIZE : BAL_CHUNK_SIZE);
+	size_t len = (size_t)bal_manifest_chunk_len(x->m, idx);
 	char name[BAL_CHUNK_NAME_LEN + 1], key[BAL_CHUNK_KEY_LEN + 1];
 	struct named *slot;
 	void *obj = NULL;
@@ -515,7 +514,6 @@ static int run_threads(struct exp *x)
 	unsigned n = x->t->parallel;
 	pthread_t th[64];
 	unsigned started = 0;
-	struct timespec ts;
 	int ret = 0;
 
 	if (n > 64)
@@ -536,13 +534,7 @@ static int run_threads(struct exp *x)
 	while (x->running) {
 		uint64_t done = x->done_bytes, total = x->total_bytes;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&x->cond, &x->lock, &ts);
+		tier_wait_tick(&x->cond, &x->lock);
 		if (x->o->progress) {
 			pthread_mutex_unlock(&x->lock);
 			ret = x->o->progress(x->o->arg, done, total);

@@ -7,9 +7,10 @@
  * Invariant: bal_manifest_encode only writes what bal_manifest_decode
  * accepts; both run manifest_check() on the struct.  Decoding trusts
  * nothing: duplicate or unknown members, a wrong type, or a size that does
- * not add up is refused before anything is allocated from it (the chunk
- * table is allocated only once the array in the document is known to hold
- * exactly nchunks entries).
+ * not add up is refused before anything is allocated from it.  Only chunks
+ * with data are listed, as [index, name, object size] with increasing
+ * indexes, so a document grows with the data exported, not with the
+ * volume's provisioned size (a restore reads it before the first byte).
  *
  * The MAC covers jansson's canonical dump (JSON_COMPACT | JSON_SORT_KEYS)
  * of the parsed document without "mac", so whitespace does not matter but
@@ -42,7 +43,7 @@
 static const char *const members[] = {
 	"format", "id",		   "volume",	  "snapshot",	 "created", "size",
 	"chunk_size", "parent",	   "source",	  "storage_class", "encrypted", "wrapped_key",
-	"nchunks", "chunks",	   "stored_bytes", "mac", "sizes",
+	"nchunks", "chunks",	   "stored_bytes", "mac",
 };
 
 __attribute__((format(printf, 3, 4))) static int bad(char *why, size_t why_len,
@@ -58,29 +59,10 @@ __attribute__((format(printf, 3, 4))) static int bad(char *why, size_t why_len,
 	return -EBADMSG;
 }
 
-static bool is_lower_hex(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return s[n] == '\0';
-}
-
-static void hex_encode(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 /* @s is exactly 2 * @len lowercase hex digits: decode into @out. */
 static bool hex_decode(const char *s, size_t len, uint8_t *out)
 {
-	if (!is_lower_hex(s, 2 * len))
+	if (!bal_is_lower_hex(s, 2 * len))
 		return false;
 	for (size_t i = 0; i < len; i++) {
 		char h = s[2 * i], l = s[2 * i + 1];
@@ -155,7 +137,7 @@ int bal_manifest_new_id(int64_t now_ms, char id[BAL_SNAP_ID_MAX + 1])
 	rnd[1] = (uint8_t)(now_ms % 1000);
 	strftime(id, ID_TIME_LEN + 1, "%Y%m%dT%H%M%SZ", &tm);
 	id[ID_TIME_LEN] = '-';
-	hex_encode(rnd, sizeof(rnd), id + ID_TIME_LEN + 1);
+	bal_hex_encode(rnd, sizeof(rnd), id + ID_TIME_LEN + 1);
 	return 0;
 }
 
@@ -200,7 +182,7 @@ bool bal_manifest_id_is_valid(const char *id)
 	if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != day ||
 	    back.tm_mon != mon - 1 || back.tm_year != year - 1900)
 		return false;
-	return is_lower_hex(id + ID_TIME_LEN + 1, 2 * ID_RAND_LEN);
+	return bal_is_lower_hex(id + ID_TIME_LEN + 1, 2 * ID_RAND_LEN);
 }
 
 int bal_manifest_key(const struct bal_manifest *m, char *buf, size_t len)
@@ -289,21 +271,21 @@ static int manifest_check(const struct bal_manifest *m, char *why, size_t why_le
 static json_t *build(const struct bal_manifest *m)
 {
 	char wk[2 * BAL_KW_BLOB_LEN + 1];
-	json_t *o, *arr, *sizes;
+	json_t *o, *arr;
 	int err = 0;
 
 	o = json_object();
 	arr = json_array();
-	sizes = json_array();
-	if (!o || !arr || !sizes)
+	if (!o || !arr)
 		goto err_free;
-	for (uint64_t i = 0; i < m->nchunks; i++) {
-		err |= json_array_append_new(arr, m->chunks[i][0] ? json_string(m->chunks[i])
-								   : json_null());
-		err |= json_array_append_new(sizes, json_integer((json_int_t)m->sizes[i]));
+	for (uint64_t i = 0; i < m->nchunks && !err; i++) {
+		if (m->chunks[i][0])
+			err |= json_array_append_new(arr, json_pack("[I,s,I]", (json_int_t)i,
+								     m->chunks[i],
+								     (json_int_t)m->sizes[i]));
 	}
 	if (m->encrypted)
-		hex_encode(m->wrapped_key, sizeof(m->wrapped_key), wk);
+		bal_hex_encode(m->wrapped_key, sizeof(m->wrapped_key), wk);
 	err |= json_object_set_new(o, "format", json_integer(BAL_MANIFEST_FORMAT));
 	err |= json_object_set_new(o, "id", json_string(m->id));
 	err |= json_object_set_new(o, "volume", json_string(m->volume));
@@ -319,9 +301,7 @@ static json_t *build(const struct bal_manifest *m)
 	err |= json_object_set_new(o, "nchunks", json_integer((json_int_t)m->nchunks));
 	err |= json_object_set_new(o, "stored_bytes", json_integer((json_int_t)m->stored_bytes));
 	err |= json_object_set(o, "chunks", arr);
-	err |= json_object_set(o, "sizes", sizes);
 	json_decref(arr);
-	json_decref(sizes);
 	if (err) {
 		json_decref(o);
 		return NULL;
@@ -329,7 +309,6 @@ static json_t *build(const struct bal_manifest *m)
 	return o;
 
 err_free:
-	json_decref(sizes);
 	json_decref(arr);
 	json_decref(o);
 	return NULL;
@@ -374,7 +353,7 @@ int bal_manifest_encode(const struct bal_manifest *m, const struct bal_chunk_key
 	ret = mac_of(o, k, mac);
 	if (ret < 0)
 		goto out_decref;
-	hex_encode(mac, sizeof(mac), hex);
+	bal_hex_encode(mac, sizeof(mac), hex);
 	ret = -ENOMEM;
 	if (json_object_set_new(o, "mac", json_string(hex)) < 0)
 		goto out_decref;
@@ -445,7 +424,7 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 {
 	int64_t format, size, chunk_size, nchunks, created, stored;
 	char wk[2 * BAL_KW_BLOB_LEN + 1], mac[2 * MAC_LEN + 1];
-	json_t *chunks = json_object_get(o, "chunks"), *sizes = json_object_get(o, "sizes"), *v;
+	json_t *chunks = json_object_get(o, "chunks"), *v;
 	struct bal_manifest *m;
 	size_t i;
 	int ret;
@@ -463,10 +442,8 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 		return bad(why, why_len, "chunk_size: not a power of two in 64 KiB..64 MiB");
 	if ((uint64_t)nchunks != nchunks_of((uint64_t)size, (uint32_t)chunk_size))
 		return bad(why, why_len, "nchunks: does not match size and chunk_size");
-	if (!json_is_array(chunks) || json_array_size(chunks) != (uint64_t)nchunks)
-		return bad(why, why_len, "chunks: not an array of nchunks entries");
-	if (!json_is_array(sizes) || json_array_size(sizes) != (uint64_t)nchunks)
-		return bad(why, why_len, "sizes: not an array of nchunks entries");
+	if (!json_is_array(chunks) || json_array_size(chunks) > (uint64_t)nchunks)
+		return bad(why, why_len, "chunks: not an array of at most nchunks entries");
 	if (!json_is_boolean(json_object_get(o, "encrypted")))
 		return bad(why, why_len, "encrypted: not a boolean");
 	/* Sizes are now bounded by the document itself: allocating is safe. */
@@ -486,7 +463,7 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 	    (ret = get_str(o, "mac", mac, sizeof(mac), why, why_len)) < 0)
 		goto err_destroy;
 	ret = -EBADMSG;
-	if (!is_lower_hex(mac, 2 * MAC_LEN)) {
+	if (!bal_is_lower_hex(mac, 2 * MAC_LEN)) {
 		bad(why, why_len, "mac: not %d hex digits", 2 * MAC_LEN);
 		goto err_destroy;
 	}
@@ -502,26 +479,29 @@ static int parse(json_t *o, struct bal_manifest **out, char *why, size_t why_len
 		bad(why, why_len, "wrapped_key: not null for an unencrypted volume");
 		goto err_destroy;
 	}
-	json_array_foreach(chunks, i, v) {
-		if (json_is_null(v))
-			continue;
-		if (!json_is_string(v) || !bal_chunk_name_is_valid(json_string_value(v)) ||
-		    json_string_length(v) != BAL_CHUNK_NAME_LEN) {
-			bad(why, why_len, "chunks[%zu]: not a chunk name or null", i);
-			goto err_destroy;
-		}
-		memcpy(m->chunks[i], json_string_value(v), BAL_CHUNK_NAME_LEN + 1);
-	}
-	json_array_foreach(sizes, i, v) {
-		json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+	{
+		json_int_t prev = -1;
 
-		/* An object is never larger than its chunk plus a small overhead. */
-		if (n < 0 || n > 2 * (json_int_t)m->chunk_size + 4096 ||
-		    (n == 0) != (m->chunks[i][0] == '\0')) {
-			bad(why, why_len, "sizes[%zu]: not an object size matching chunks[%zu]", i, i);
-			goto err_destroy;
+		json_array_foreach(chunks, i, v) {
+			json_t *ji = json_array_get(v, 0), *jn = json_array_get(v, 1),
+			       *js = json_array_get(v, 2);
+			json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : -1;
+			json_int_t n = json_is_integer(js) ? json_integer_value(js) : -1;
+
+			/* An object is never larger than its chunk plus a small overhead. */
+			if (!json_is_array(v) || json_array_size(v) != 3 || idx <= prev ||
+			    idx >= nchunks || !json_is_string(jn) ||
+			    json_string_length(jn) != BAL_CHUNK_NAME_LEN ||
+			    !bal_chunk_name_is_valid(json_string_value(jn)) || n <= 0 ||
+			    n > 2 * (json_int_t)m->chunk_size + 4096) {
+				bad(why, why_len,
+				    "chunks[%zu]: not [index, name, size] with increasing indexes", i);
+				goto err_destroy;
+			}
+			memcpy(m->chunks[idx], json_string_value(jn), BAL_CHUNK_NAME_LEN + 1);
+			m->sizes[idx] = (uint64_t)n;
+			prev = idx;
 		}
-		m->sizes[i] = (uint64_t)n;
 	}
 	ret = manifest_check(m, why, why_len);
 	if (ret < 0)

@@ -6,8 +6,10 @@
  * export, the wrapped volume key and a MAC.
  *
  * The document is one JSON object: "format": 1, every field of struct
- * bal_manifest ("chunks" an array of names, null for an unallocated chunk;
- * "wrapped_key" lowercase hex, null when not encrypted) and "mac", the
+ * bal_manifest ("chunks" an array of [index, name, object size] for the
+ * chunks with data only, indexes increasing, so the document grows with the
+ * data and not with the provisioned size; "wrapped_key" lowercase hex, null
+ * when not encrypted) and "mac", the
  * lowercase hex HMAC (bal_chunk_mac) of the canonical serialisation of
  * every other member (jansson JSON_COMPACT | JSON_SORT_KEYS).
  *
@@ -62,6 +64,14 @@ struct bal_manifest {
  * (bal_manifest_destroy).
  */
 int bal_manifest_create(uint64_t size, uint32_t chunk_size, struct bal_manifest **out);
+
+/* Bytes of chunk @idx (< nchunks): chunk_size, or less for the last one. */
+static inline uint64_t bal_manifest_chunk_len(const struct bal_manifest *m, uint64_t idx)
+{
+	uint64_t off = idx * m->chunk_size;
+
+	return m->size - off < m->chunk_size ? m->size - off : m->chunk_size;
+}
 
 /* Free.  NULL is a no-op. */
 void bal_manifest_destroy(struct bal_manifest *m);

@@ -123,19 +123,12 @@ static void rst_free(struct rst *r)
 	free(r);
 }
 
-static uint64_t chunk_len(const struct bal_manifest *m, uint64_t idx)
-{
-	uint64_t off = idx * m->chunk_size;
-
-	return m->size - off < m->chunk_size ? m->size - off : m->chunk_size;
-}
-
 /* Fill the clusters of chunk @idx from its plaintext @plain. */
 static int fill_chunk(struct rst *r, struct bal_xts_ctx *ctx, uint64_t idx, const uint8_t *plain,
 		      uint8_t *cl)
 {
 	const struct bal_manifest *m = r->snap.m;
-	uint64_t len = chunk_len(m, idx), base = idx * m->chunk_size;
+	uint64_t len = bal_manifest_chunk_len(m, idx), base = idx * m->chunk_size;
 
 	for (uint64_t pos = 0; pos < len; pos += BAL_CLUSTER_SIZE) {
 		uint64_t n = len - pos < BAL_CLUSTER_SIZE ? len - pos : BAL_CLUSTER_SIZE;
@@ -163,7 +156,7 @@ static int load_chunk(struct rst *r, uint64_t idx, char *why, size_t whylen)
 	char key[BAL_CHUNK_KEY_LEN + 1];
 	struct bal_xts_ctx *ctx = NULL;
 	uint8_t *plain = NULL, *cl = NULL;
-	uint64_t len = chunk_len(m, idx);
+	uint64_t len = bal_manifest_chunk_len(m, idx);
 	void *obj = NULL;
 	size_t olen = 0;
 	int ret;
@@ -230,14 +223,14 @@ static int fetch_locked(struct hydr *h, struct rst *r, uint64_t idx)
 	if (!ret) {
 		r->state[idx] = CH_DONE;
 		r->done++;
-		r->bytes += chunk_len(r->snap.m, idx);
+		r->bytes += bal_manifest_chunk_len(r->snap.m, idx);
 	} else if (ret == -EBADMSG || ret == -ENOENT) {
 		r->state[idx] = CH_FAILED;
 		r->failed++;
 		snprintf(r->last_error, sizeof(r->last_error), "chunk %" PRIu64 ": %.400s", idx, why);
 		bal_err("volume %s: chunk %" PRIu64 " of %s: %s; reads of bytes %" PRIu64 "..%" PRIu64 " fail",
 			r->name, idx, r->ref, why, idx * r->snap.m->chunk_size,
-			idx * r->snap.m->chunk_size + chunk_len(r->snap.m, idx) - 1);
+			idx * r->snap.m->chunk_size + bal_manifest_chunk_len(r->snap.m, idx) - 1);
 	} else {
 		r->state[idx] = CH_PENDING;
 		r->retry_after = time(NULL) + RETRY_PAUSE;
@@ -661,7 +654,6 @@ int bal_tier_wait(struct bal_tier *t, const char *volume, bal_tier_progress_fn p
 	for (;;) {
 		struct rst *r = find(h, volume);
 		uint64_t done, total;
-		struct timespec ts;
 
 		if (!r || r->complete)
 			break;
@@ -674,7 +666,7 @@ int bal_tier_wait(struct bal_tier *t, const char *volume, bal_tier_progress_fn p
 		done = r->bytes;
 		total = 0;
 		for (uint64_t i = 0; i < r->snap.m->nchunks; i++)
-			total += r->snap.m->chunks[i][0] ? chunk_len(r->snap.m, i) : 0;
+			total += r->snap.m->chunks[i][0] ? bal_manifest_chunk_len(r->snap.m, i) : 0;
 		if (progress) {
 			pthread_mutex_unlock(&h->lock);
 			ret = progress(arg, done, total);
@@ -685,13 +677,7 @@ int bal_tier_wait(struct bal_tier *t, const char *volume, bal_tier_progress_fn p
 				break;
 			}
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&h->changed, &h->lock, &ts);
+		tier_wait_tick(&h->changed, &h->lock);
 	}
 	pthread_mutex_unlock(&h->lock);
 	return ret;

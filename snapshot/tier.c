@@ -58,8 +58,7 @@ static int load_uuid(struct bal_tier *t)
 	ret = bal_crypto_random(raw, sizeof(raw));
 	if (ret)
 		return ret;
-	for (size_t i = 0; i < sizeof(raw); i++)
-		snprintf(t->store_uuid + 2 * i, 3, "%02x", raw[i]);
+	bal_hex_encode(raw, sizeof(raw), t->store_uuid);
 	return bal_vstore_meta_put(t->st, "tier/store-id", t->store_uuid,
 				   sizeof(t->store_uuid) - 1);
 }
@@ -96,6 +95,19 @@ void bal_tier_destroy(struct bal_tier *t)
 	hydr_destroy(t->hydr);
 	free(t->default_url);
 	free(t);
+}
+
+void tier_wait_tick(pthread_cond_t *cond, pthread_mutex_t *lock)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 200 * 1000 * 1000;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cond, lock, &ts);
 }
 
 const char *bal_tier_default_url(const struct bal_tier *t)

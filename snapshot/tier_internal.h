@@ -6,6 +6,7 @@
 #ifndef BAL_TIER_INTERNAL_H
 #define BAL_TIER_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,9 @@ struct tier_snap {
 };
 
 void tier_err(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Wait on @cond (with @lock held) for at most a progress tick (200 ms). */
+void tier_wait_tick(pthread_cond_t *cond, pthread_mutex_t *lock);
 
 /* Open the store at @url (NULL: the default) with @creds. */
 int tier_store_open(struct bal_tier *t, const char *url, const struct bal_tier_creds *creds,

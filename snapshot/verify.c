@@ -46,13 +46,6 @@ static int cmp_by_name(const void *a, const void *b, void *arg)
 	return *(const uint64_t *)a < *(const uint64_t *)b ? -1 : 1;
 }
 
-static uint64_t chunk_len(const struct bal_manifest *m, uint64_t i)
-{
-	uint64_t off = i * m->chunk_size;
-
-	return m->size - off < m->chunk_size ? m->size - off : m->chunk_size;
-}
-
 static void problem(struct ver *v, uint64_t idx, const char *key, const char *what)
 {
 	struct bal_tier_verify_result *r = v->res;
@@ -83,7 +76,7 @@ static void check_one(struct ver *v, uint64_t idx, uint8_t *plain)
 {
 	const struct bal_manifest *m = v->s->m;
 	char key[BAL_CHUNK_KEY_LEN + 1], what[96];
-	uint64_t len = chunk_len(m, idx);
+	uint64_t len = bal_manifest_chunk_len(m, idx);
 	void *obj = NULL;
 	size_t olen = 0;
 	int ret;
@@ -157,15 +150,8 @@ static int run(struct ver *v, unsigned nth, bal_tier_progress_fn progress, void 
 	}
 	while (v->running) {
 		uint64_t done = v->done_bytes;
-		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&v->cond, &v->lock, &ts);
+		tier_wait_tick(&v->cond, &v->lock);
 		if (progress) {
 			pthread_mutex_unlock(&v->lock);
 			if (progress(arg, done, v->total_bytes)) {
@@ -235,7 +221,7 @@ int bal_tier_verify(struct bal_tier *t, const char *ref, const struct bal_tier_c
 		if (!v.n || strcmp(s.m->chunks[v.idx[i]], s.m->chunks[v.idx[v.n - 1]]))
 			v.idx[v.n++] = v.idx[i];
 	for (uint64_t i = 0; i < v.n; i++)
-		v.total_bytes += chunk_len(s.m, v.idx[i]);
+		v.total_bytes += bal_manifest_chunk_len(s.m, v.idx[i]);
 	pthread_mutex_init(&v.lock, NULL);
 	pthread_cond_init(&v.cond, NULL);
 	ret = run(&v, t->parallel, progress, arg);

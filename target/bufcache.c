@@ -42,16 +42,15 @@ void *buf_get(size_t len)
 	int c = size_class(len, &cap);
 	struct freebuf *b;
 
-	/* Page-aligned, so that small requests can use O_DIRECT pool I/O. */
 	if (c < 0)
-		return aligned_alloc(4096, (len + 4095) & ~(size_t)4095);
+		return malloc(len);
 	b = cache[c];
 	if (b) {
 		cache[c] = b->next;
 		cached_bytes -= cap;
 		return b;
 	}
-	return aligned_alloc(4096, cap);
+	return malloc(cap);
 }
 
 void buf_put(void *p, size_t len)

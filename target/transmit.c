@@ -28,7 +28,6 @@ struct req;
 struct segio {
 	struct bal_io io;
 	struct req *r;
-	int fd;				/* the pool, buffered or O_DIRECT */
 	uint64_t phys;
 	uint8_t *buf;
 	uint32_t len, done;
@@ -290,7 +289,6 @@ static void seg_done(struct bal_io *io, int res)
 	struct segio *s = (struct segio *)io;
 	struct req *r = s->r;
 	struct conn *c = r->c;
-	/* A short transfer goes on buffered: what is left may not be aligned. */
 	int fd = bal_vstore_pool_fd(srv_store(c->srv));
 
 	if (res < 0) {
@@ -353,33 +351,11 @@ static int encrypt_write(struct req *r)
 	return 0;
 }
 
-/*
- * Small writes go to the pool with O_DIRECT when they can: a 4 KiB random
- * write through the page cache costs ext4 tens of microseconds of CPU in
- * io_uring's worker threads and leaves a dirty page for the next flush to
- * write, while a direct overwrite is one asynchronous block I/O (half the
- * CPU per write, and FLUSH then has almost nothing to write back; see
- * docs/benchmarks.md).  Reads stay buffered (the page cache serves them
- * from memory, measured faster than direct reads here) and so do large
- * writes (the page cache absorbs sequential writes).
- */
-#define DIRECT_MAX (64u << 10)
-
-static int seg_fd(const struct req *r, int fd, int dfd, uint64_t phys, const uint8_t *buf,
-		  uint32_t len)
-{
-	if (dfd < 0 || r->type != NBD_CMD_WRITE || r->ilen > DIRECT_MAX ||
-	    ((phys | len | (uintptr_t)buf) & (BAL_DIRECT_ALIGN - 1)))
-		return fd;
-	return dfd;
-}
-
 /* Map the request and queue one pool I/O per segment. */
 static void do_rw_io(struct req *r)
 {
 	struct conn *c = r->c;
 	int fd = bal_vstore_pool_fd(srv_store(c->srv));
-	int dfd = bal_vstore_pool_fd_direct(srv_store(c->srv));
 	struct bal_seg *segs;
 	size_t n = 0, max;
 	uint32_t pos = 0;
@@ -436,11 +412,10 @@ static void do_rw_io(struct req *r)
 		}
 		r->all_hole = false;
 		r->pending++;
-		s->fd = seg_fd(r, fd, dfd, s->phys, s->buf, s->len);
 		if (r->type == NBD_CMD_READ)
-			bal_worker_read(c->w, &s->io, s->fd, s->buf, s->len, s->phys);
+			bal_worker_read(c->w, &s->io, fd, s->buf, s->len, s->phys);
 		else
-			bal_worker_write(c->w, &s->io, s->fd, s->buf, s->len, s->phys);
+			bal_worker_write(c->w, &s->io, fd, s->buf, s->len, s->phys);
 	}
 	free(segs);
 	if (--r->pending)

@@ -263,3 +263,27 @@ int bal_kv_iter_status(const struct bal_kv_iter *it)
 		return kv_error("iterate", "db", err);
 	return 0;
 }
+
+int bal_kv_scan(struct bal_kv *kv, const void *lo, size_t lolen, const void *hi, size_t hilen,
+		int (*cb)(void *arg, const void *k, size_t kl, const void *v, size_t vl),
+		void *arg)
+{
+	struct bal_kv_iter *it;
+	int ret;
+
+	ret = bal_kv_iter_create(kv, lo, lolen, hi, hilen, &it);
+	if (ret)
+		return ret;
+	for (; bal_kv_iter_valid(it) && !ret; bal_kv_iter_next(it)) {
+		const void *k, *v;
+		size_t kl, vl;
+
+		k = bal_kv_iter_key(it, &kl);
+		v = bal_kv_iter_value(it, &vl);
+		ret = cb(arg, k, kl, v, vl);
+	}
+	if (!ret)
+		ret = bal_kv_iter_status(it);
+	bal_kv_iter_destroy(it);
+	return ret;
+}

@@ -53,6 +53,14 @@ const void *bal_kv_iter_value(const struct bal_kv_iter *it, size_t *len);
 int bal_kv_iter_status(const struct bal_kv_iter *it);
 
 /*
+ * Call @cb on every key in [lo, hi) in order; a non-zero return stops the
+ * scan and is returned, else the iterator's status (0 or -errno).
+ */
+int bal_kv_scan(struct bal_kv *kv, const void *lo, size_t lolen, const void *hi, size_t hilen,
+		int (*cb)(void *arg, const void *k, size_t kl, const void *v, size_t vl),
+		void *arg);
+
+/*
  * Fault injection for tests: the @nth next bal_kv_write() (1 = the next
  * one) fails with -EIO.  0 disarms.
  */

@@ -58,14 +58,30 @@ int bal_vstore_meta_get(struct bal_vstore *st, const char *name, void **val, siz
 	return bal_kv_get(st->kv, k, kl, val, len);
 }
 
+struct list_ctx {
+	int (*cb)(void *arg, const char *name, const void *val, size_t len);
+	void *arg;
+};
+
+static int list_one(void *arg, const void *key, size_t kl, const void *v, size_t vl)
+{
+	struct list_ctx *l = arg;
+	char name[META_NAME_MAX + 1];
+
+	if (kl < 2 || kl > META_NAME_MAX + 1)
+		return 0;
+	memcpy(name, (const uint8_t *)key + 1, kl - 1);
+	name[kl - 1] = '\0';
+	return l->cb(l->arg, name, v, vl);
+}
+
 int bal_vstore_meta_list(struct bal_vstore *st, const char *prefix,
 			 int (*cb)(void *arg, const char *name, const void *val, size_t len),
 			 void *arg)
 {
 	uint8_t lo[META_NAME_MAX + 2], hi[META_NAME_MAX + 2];
+	struct list_ctx l = { .cb = cb, .arg = arg };
 	size_t pl = prefix ? strlen(prefix) : 0;
-	struct bal_kv_iter *it;
-	int ret;
 
 	if (pl > META_NAME_MAX)
 		return -EINVAL;
@@ -74,25 +90,5 @@ int bal_vstore_meta_list(struct bal_vstore *st, const char *prefix,
 	memcpy(hi + 1, prefix, pl);
 	/* Every name that starts with @prefix sorts below prefix + 0xff. */
 	hi[pl + 1] = 0xff;
-	ret = bal_kv_iter_create(st->kv, lo, pl + 1, hi, pl + 2, &it);
-	if (ret)
-		return ret;
-	for (; bal_kv_iter_valid(it) && !ret; bal_kv_iter_next(it)) {
-		char name[META_NAME_MAX + 1];
-		const uint8_t *k;
-		const void *v;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		if (kl < 2 || kl > META_NAME_MAX + 1)
-			continue;
-		memcpy(name, k + 1, kl - 1);
-		name[kl - 1] = '\0';
-		ret = cb(arg, name, v, vl);
-	}
-	if (!ret)
-		ret = bal_kv_iter_status(it);
-	bal_kv_iter_destroy(it);
-	return ret;
+	return bal_kv_scan(st->kv, lo, pl + 1, hi, pl + 2, list_one, &l);
 }

@@ -31,7 +31,6 @@
 
 struct bal_pool {
 	int fd;
-	int dfd;			/* the same file with O_DIRECT, or -1 */
 	char *path;
 	atomic_bool no_falloc;		/* fallocate(mode 0) unsupported */
 	atomic_bool no_zero_range;	/* FALLOC_FL_ZERO_RANGE unsupported */
@@ -74,8 +73,6 @@ int bal_pool_open(const char *path, struct bal_pool **out)
 		free(p);
 		return err;
 	}
-	/* Not every file system takes O_DIRECT (tmpfs): then there is none. */
-	p->dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
 	pthread_mutex_init(&p->lock, NULL);
 	*out = p;
 	return 0;
@@ -85,8 +82,6 @@ void bal_pool_close(struct bal_pool *p)
 {
 	if (!p)
 		return;
-	if (p->dfd >= 0)
-		close(p->dfd);
 	close(p->fd);
 	pthread_mutex_destroy(&p->lock);
 	free(p->bits);
@@ -98,11 +93,6 @@ void bal_pool_close(struct bal_pool *p)
 int bal_pool_fd(const struct bal_pool *p)
 {
 	return p->fd;
-}
-
-int bal_pool_fd_direct(const struct bal_pool *p)
-{
-	return p->dfd;
 }
 
 /* Make the bitmap cover cluster @cl.  Locked or start-up. */

@@ -37,8 +37,6 @@ struct bal_pool_stats {
 int bal_pool_open(const char *path, struct bal_pool **out);
 void bal_pool_close(struct bal_pool *p);
 int bal_pool_fd(const struct bal_pool *p);
-/* The pool opened with O_DIRECT, or -1 where the file system refuses it. */
-int bal_pool_fd_direct(const struct bal_pool *p);
 
 /*
  * Start-up, before bal_pool_start: record that a durable map references

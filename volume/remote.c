@@ -182,37 +182,29 @@ void bal_vremote_delete_key(struct bal_kv_batch *b, uint64_t id)
 	bal_kv_batch_delete(b, k, sizeof(k));
 }
 
+static int load_one(void *arg, const void *key, size_t kl, const void *v, size_t vl)
+{
+	struct bal_vstore *st = arg;
+	const uint8_t *k = key;
+	struct bal_vrec *rec;
+
+	rec = kl == BAL_VOL_KEY_LEN ? bal_vstore_find_id(st, bal_get_be64(k + 1)) : NULL;
+	if (!rec) {
+		bal_warn("store %s: remote record of an unknown volume; ignored", st->dir);
+		return 0;
+	}
+	if (decode(v, vl, &rec->remote)) {
+		bal_err("volume %s: malformed remote record", rec->name);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
 int bal_vstore_load_remote(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_REMOTE, hi = BAL_KEY_REMOTE + 1;
-	struct bal_kv_iter *it;
-	int ret;
 
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
-	if (ret)
-		return ret;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const uint8_t *k, *v;
-		struct bal_vrec *rec;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		rec = kl == BAL_VOL_KEY_LEN ? bal_vstore_find_id(st, bal_get_be64(k + 1)) : NULL;
-		if (!rec) {
-			bal_warn("store %s: remote record of an unknown volume; ignored", st->dir);
-			continue;
-		}
-		ret = decode(v, vl, &rec->remote);
-		if (ret) {
-			bal_err("volume %s: malformed remote record", rec->name);
-			goto out;
-		}
-	}
-	ret = bal_kv_iter_status(it);
-out:
-	bal_kv_iter_destroy(it);
-	return ret;
+	return bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_one, st);
 }
 
 /* Write one cluster of bytes at pool cluster @phys. */

@@ -30,11 +30,6 @@ int bal_vstore_pool_fd(const struct bal_vstore *st)
 	return bal_pool_fd(st->pool);
 }
 
-int bal_vstore_pool_fd_direct(const struct bal_vstore *st)
-{
-	return bal_pool_fd_direct(st->pool);
-}
-
 static int fsync_path(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -152,40 +147,32 @@ static int load_format(struct bal_vstore *st)
 	return ret;
 }
 
+static int load_vol(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+	struct bal_vstore *st = arg;
+	struct bal_vrec *rec;
+	int ret;
+
+	ret = bal_vrec_decode(k, kl, v, vl, &rec);
+	if (ret)
+		return ret;
+	ret = bal_vstore_add_locked(st, rec);
+	if (ret) {
+		bal_vrec_destroy(st, rec, false);
+		return ret;
+	}
+	if (rec->id >= st->next_id) {
+		bal_warn("store %s: volume id %" PRIu64 " past the next id", st->dir, rec->id);
+		st->next_id = rec->id + 1;
+	}
+	return 0;
+}
+
 static int load_catalog(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_VOL, hi = BAL_KEY_VOL + 1;
-	struct bal_kv_iter *it;
-	int ret;
 
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
-	if (ret)
-		return ret;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const void *k, *v;
-		struct bal_vrec *rec;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		ret = bal_vrec_decode(k, kl, v, vl, &rec);
-		if (ret)
-			goto out;
-		ret = bal_vstore_add_locked(st, rec);
-		if (ret) {
-			bal_vrec_destroy(st, rec, false);
-			goto out;
-		}
-		if (rec->id >= st->next_id) {
-			bal_warn("store %s: volume id %" PRIu64 " past the next id", st->dir,
-				 rec->id);
-			st->next_id = rec->id + 1;
-		}
-	}
-	ret = bal_kv_iter_status(it);
-out:
-	bal_kv_iter_destroy(it);
-	return ret;
+	return bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_vol, st);
 }
 
 /* Volumes are loaded in id order: binary search. */

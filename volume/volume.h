@@ -77,16 +77,6 @@ void bal_vstore_close(struct bal_vstore *st);
 int bal_vstore_pool_fd(const struct bal_vstore *st);
 
 /*
- * The same pool opened with O_DIRECT (-1 where the file system refuses
- * it), for I/O whose buffer, offset and length are multiples of
- * BAL_DIRECT_ALIGN.  The kernel keeps it coherent with the page cache of
- * the other descriptor (dirty pages of the range are written back before
- * a direct read or write, cached ones dropped after a direct write).
- */
-#define BAL_DIRECT_ALIGN 4096u
-int bal_vstore_pool_fd_direct(const struct bal_vstore *st);
-
-/*
  * Make everything written or mapped so far durable, then call cb(arg, err)
  * on the sync thread (err 0 or -errno).  Returns 0 if queued, -ESHUTDOWN
  * after close started (cb is then not called).

@@ -218,7 +218,7 @@ static void test_mac(void)
 	EXPECT_UNVERIFIED(edit(json, "\"chunks\"", m->chunks[0], name), k1);
 	EXPECT_UNVERIFIED(edit(json, "\"chunks\"", m->chunks[3], m->chunks[0]), k1);
 	snprintf(quoted, sizeof(quoted), "\"%s\"", m->chunks[0]);
-	EXPECT_UNVERIFIED(edit(json, "\"chunks\"", "null", quoted), k1);
+	EXPECT_UNVERIFIED(edit(json, quoted, "1000", "1001"), k1);	/* its object size */
 	EXPECT_UNVERIFIED(edit(json, "\"size\"", "\"size\": 1", "\"size\": 2"), k1);
 	EXPECT_UNVERIFIED(edit(json, "\"parent\"", "Z-", "Z-0"), k1);
 	EXPECT_UNVERIFIED(edit(json, "\"parent\"", m->parent, ""), k1);
@@ -331,14 +331,27 @@ static void test_malformed(void)
 	malformed_member(json, "chunk_size", json_integer(INT64_C(128) << 20));
 	malformed_member(json, "chunk_size", json_integer(-65536));
 	malformed_member(json, "nchunks", json_integer(4));
-	malformed_member(json, "chunks", json_pack("[s,n]", m->chunks[0]));
-	malformed_member(json, "chunks", json_pack("[s,n,n,n]", m->chunks[0]));
-	malformed_member(json, "chunks", json_pack("[s,s,n]", m->chunks[0], ""));
-	malformed_member(json, "chunks", json_pack("[s,i,n]", m->chunks[0], 1));
-	malformed_member(json, "chunks", json_pack("[s,s,n]", m->chunks[0], "ABCD"));
-	arr = json_pack("[s,s,n]", m->chunks[0], m->chunks[0]);
-	CHECK(json_string_set(json_array_get(arr, 1), "0123456789abcdef0123456789abcdef"
-						      "0123456789abcdef0123456789abcde") == 0);
+	/* Entries are [index, name, object size], indexes increasing, < nchunks. */
+	malformed_member(json, "chunks", json_pack("[[i,s,i],[i,s,i]]", 1, m->chunks[0], 9, 0,
+						   m->chunks[0], 9));
+	malformed_member(json, "chunks", json_pack("[[i,s,i],[i,s,i]]", 1, m->chunks[0], 9, 1,
+						   m->chunks[0], 9));
+	malformed_member(json, "chunks", json_pack("[[i,s,i]]", 3, m->chunks[0], 9));
+	malformed_member(json, "chunks", json_pack("[[i,s,i]]", -1, m->chunks[0], 9));
+	malformed_member(json, "chunks", json_pack("[[i,s,i]]", 0, m->chunks[0], 0));
+	malformed_member(json, "chunks", json_pack("[[i,s,i]]", 0, m->chunks[0], 1 << 30));
+	malformed_member(json, "chunks", json_pack("[[i,s]]", 0, m->chunks[0]));
+	malformed_member(json, "chunks", json_pack("[[i,s,i,i]]", 0, m->chunks[0], 9, 9));
+	malformed_member(json, "chunks", json_pack("[[i,i,i]]", 0, 1, 9));
+	malformed_member(json, "chunks", json_pack("[[i,s,i]]", 0, "ABCD", 9));
+	malformed_member(json, "chunks", json_pack("[s]", m->chunks[0]));
+	malformed_member(json, "chunks", json_pack("[[i,s,i],[i,s,i],[i,s,i],[i,s,i]]", 0,
+						   m->chunks[0], 9, 1, m->chunks[0], 9, 2,
+						   m->chunks[0], 9, 3, m->chunks[0], 9));
+	arr = json_pack("[[i,s,i]]", 0, m->chunks[0], 9);
+	CHECK(json_string_set(json_array_get(json_array_get(arr, 0), 1),
+			      "0123456789abcdef0123456789abcdef"
+			      "0123456789abcdef0123456789abcde") == 0);
 	malformed_member(json, "chunks", arr);
 	malformed_member(json, "chunks", json_object());
 	malformed_member(json, "id", json_string("20231114T221320Z-0123456789abcdeg"));
