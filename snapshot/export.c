@@ -638,6 +638,7 @@ int bal_tier_export(struct bal_tier *t, const struct bal_tier_export_opts *o,
 	struct exp x = { .t = t, .o = o, .res = out };
 	struct bal_vol_info vi;
 	struct bal_snap_info si;
+	bool locked = false;
 	int ret;
 
 	memset(out, 0, sizeof(*out));
@@ -659,6 +660,9 @@ int bal_tier_export(struct bal_tier *t, const struct bal_tier_export_opts *o,
 		x.todo = malloc(x.m->nchunks ? x.m->nchunks : 1);
 		x.nseen_slots = 2 * x.m->nchunks + 1;
 		x.seen = calloc(x.nseen_slots, sizeof(*x.seen));
+		/* Until the manifest is written: no delete takes chunks this export relies on. */
+		pthread_rwlock_rdlock(&t->chunks_lock);
+		locked = true;
 		ret = x.todo && x.seen ? plan(&x, &vi, &si) : -ENOMEM;
 		if (ret && !x.msg[0])
 			snprintf(x.msg, sizeof(x.msg), "finding the parent: %s",
@@ -684,6 +688,8 @@ int bal_tier_export(struct bal_tier *t, const struct bal_tier_export_opts *o,
 		 o->volume, o->snapshot, out->url, out->id, out->parent[0] ? out->parent : "none",
 		 out->chunks, out->chunks_uploaded, out->chunks_present, out->chunks_unchanged);
 out:
+	if (locked)
+		pthread_rwlock_unlock(&t->chunks_lock);
 	free(x.todo);
 	free(x.seen);
 	free(x.known);

@@ -20,11 +20,13 @@
  * object is logged.  A store that cannot be reached makes reads fail too,
  * and the background pass retries after a pause.
  *
- * Records (bal_vstore_meta_*): "tier/restore/ID" -> "URL#ID" while the
- * volume with that id still reads from the tier (hydration resumes after
- * a restart, with the daemon's own S3 settings), "tier/origin/ID" ->
- * "URL#ID" for as long as the volume exists (the parent of its first
- * export).
+ * The volume's remote state (volume.h) keeps "URL#ID" with it, in the same
+ * synced batch as the volume: after a restart every volume that still
+ * reads remotely resumes from it (with the daemon's own S3 settings and
+ * the volume's own copy of the key; a store that cannot be reached is
+ * tried again every RETRY_PAUSE seconds).  "tier/origin/ID" -> "URL#ID"
+ * (bal_vstore_meta_*) stays for as long as the volume exists: the parent
+ * of its first export.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -63,6 +65,7 @@ struct rst {
 	time_t retry_after;
 	unsigned users;			/* threads working on it */
 	bool complete, gone;
+	bool unloadable;		/* its manifest is gone or fails its check */
 	char last_error[BAL_TIER_ERR_MAX];
 };
 
@@ -181,8 +184,8 @@ static int load_chunk(struct rst *r, uint64_t idx, char *why, size_t whylen)
 		else if (ret == -EBADMSG)
 			snprintf(why, whylen, "object %s fails its integrity check (tampered)", key);
 	}
-	if (!ret && r->snap.xts)
-		ret = bal_xts_ctx_create(r->snap.xts, &ctx);
+	if (!ret && bal_vol_xts_key(r->vol))
+		ret = bal_xts_ctx_create(bal_vol_xts_key(r->vol), &ctx);
 	if (!ret) {
 		ret = fill_chunk(r, ctx, idx, plain, cl);
 		if (ret)
@@ -224,7 +227,8 @@ static int fetch_locked(struct hydr *h, struct rst *r, uint64_t idx)
 		r->state[idx] = CH_DONE;
 		r->done++;
 		r->bytes += bal_manifest_chunk_len(r->snap.m, idx);
-	} else if (ret == -EBADMSG || ret == -ENOENT) {
+	} else if (ret == -EBADMSG || ret == -ENOENT || ret == -EFBIG || ret == -ESHUTDOWN) {
+		/* Missing, failing its check, too large, or the volume is gone. */
 		r->state[idx] = CH_FAILED;
 		r->failed++;
 		snprintf(r->last_error, sizeof(r->last_error), "chunk %" PRIu64 ": %.400s", idx, why);
@@ -268,7 +272,8 @@ static bool pick(struct hydr *h, struct rst **rp, uint64_t *idx)
 static struct rst *settle_candidate(struct hydr *h)
 {
 	for (struct rst *r = h->list; r; r = r->next)
-		if (!r->complete && !r->gone && r->snap.m && r->done == r->total && !r->users)
+		if (!r->complete && !r->gone && r->snap.m && r->done == r->total && !r->users &&
+		    r->retry_after <= time(NULL))
 			return r;
 	return NULL;
 }
@@ -276,16 +281,11 @@ static struct rst *settle_candidate(struct hydr *h)
 /* Lock held on entry and exit: every chunk is local; end the restore. */
 static void settle(struct hydr *h, struct rst *r)
 {
-	char name[64];
 	int ret;
 
 	r->users++;
 	pthread_mutex_unlock(&h->lock);
 	ret = bal_vol_remote_settle(r->vol);
-	if (!ret) {
-		meta_name(name, sizeof(name), "restore", r->volid);
-		ret = bal_vstore_meta_put(h->t->st, name, NULL, 0);
-	}
 	pthread_mutex_lock(&h->lock);
 	r->users--;
 	if (!ret) {
@@ -313,6 +313,9 @@ static void run_demand(struct hydr *h, struct demand *d)
 	pthread_mutex_lock(&h->lock);
 }
 
+static int load_rst(struct hydr *h, struct rst *r);
+static struct rst *load_candidate(struct hydr *h);
+
 static void *hydr_thread(void *arg)
 {
 	struct hydr *h = arg;
@@ -338,6 +341,16 @@ static void *hydr_thread(void *arg)
 		r = settle_candidate(h);
 		if (r) {
 			settle(h, r);
+			continue;
+		}
+		r = load_candidate(h);
+		if (r) {
+			r->users++;
+			pthread_mutex_unlock(&h->lock);
+			load_rst(h, r);
+			pthread_mutex_lock(&h->lock);
+			r->users--;
+			pthread_cond_broadcast(&h->changed);
 			continue;
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -376,61 +389,81 @@ static void hydr_add(struct hydr *h, struct rst *r)
 	pthread_mutex_unlock(&h->lock);
 }
 
-/* Start-up: resume one restore record. */
-static int resume_one(void *arg, const char *name, const void *val, size_t len)
+/*
+ * Lock not held, r->users taken: open @r's store and load its manifest
+ * with the volume's own key.  0, or -errno with r->last_error set.
+ */
+static int load_rst(struct hydr *h, struct rst *r)
 {
-	struct hydr *h = arg;
-	struct bal_vol_info *vols = NULL, *vi = NULL;
 	char url[BAL_TIER_URL_MAX], id[BAL_TIER_ID_MAX + 1], err[BAL_TIER_ERR_MAX] = "";
-	uint64_t volid = strtoull(name + strlen("tier/restore/"), NULL, 10);
-	struct rst *r;
-	size_t n = 0;
+	struct tier_snap s;
 	int ret;
 
-	r = calloc(1, sizeof(*r));
-	if (!r || bal_vstore_list(h->t->st, &vols, &n)) {
-		free(r);
-		return 0;
-	}
-	for (size_t i = 0; i < n && !vi; i++)
-		if (vols[i].id == volid)
-			vi = &vols[i];
-	if (!vi || !vi->remote) {
-		/* Deleted, or hydrated before the record went: nothing to resume. */
-		bal_vstore_meta_put(h->t->st, name, NULL, 0);
-		free(vols);
-		free(r);
-		return 0;
-	}
-	snprintf(r->name, sizeof(r->name), "%s", vi->name);
-	free(vols);
-	r->volid = volid;
-	snprintf(r->ref, sizeof(r->ref), "%.*s", (int)len, (const char *)val);
-	ret = bal_vol_open_internal(h->t->st, r->name, &r->vol);
-	if (!ret)
-		ret = tier_parse_ref(r->ref, url, sizeof(url), id, sizeof(id), err, sizeof(err));
-	if (!ret)
+	memset(&s, 0, sizeof(s));
+	ret = tier_parse_ref(r->ref, url, sizeof(url), id, sizeof(id), err, sizeof(err));
+	if (!ret && !r->os)
 		ret = tier_store_open(h->t, url, NULL, &r->os, err, sizeof(err));
 	if (!ret)
-		ret = tier_load(h->t, r->os, id, true, &r->snap, err, sizeof(err));
-	if (!ret)
+		ret = tier_load(h->t, r->os, id, true, bal_vol_xts_key(r->vol), &s, err,
+				sizeof(err));
+	pthread_mutex_lock(&h->lock);
+	if (!ret) {
+		r->snap = s;
 		ret = rst_init_chunks(r);
+	}
 	if (ret) {
+		r->retry_after = time(NULL) + RETRY_PAUSE;
+		r->unloadable = ret == -ENOENT || ret == -EBADMSG || ret == -EKEYREJECTED;
 		snprintf(r->last_error, sizeof(r->last_error), "%s", err[0] ? err : strerror(-ret));
-		bal_err("volume %s: cannot resume its restore from %s: %s; reads of clusters not yet local fail",
-			r->name, r->ref, r->last_error);
-		tier_snap_fini(&r->snap);
-	} else {
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (ret)
+		bal_warn("volume %s: cannot load its restore from %s: %s; reads of clusters not yet local fail until it loads",
+			 r->name, r->ref, r->last_error);
+	else
 		bal_info("volume %s: resuming its restore from %s", r->name, r->ref);
+	return ret;
+}
+
+/* Lock held: a restore whose manifest is not loaded yet and may be tried now. */
+static struct rst *load_candidate(struct hydr *h)
+{
+	for (struct rst *r = h->list; r; r = r->next)
+		if (!r->snap.m && !r->gone && !r->users && r->retry_after <= time(NULL))
+			return r;
+	return NULL;
+}
+
+/* Start-up: every volume that still reads remotely gets its restore back. */
+static void resume_all(struct hydr *h)
+{
+	struct bal_vol_info *vols = NULL;
+	size_t n = 0;
+
+	if (bal_vstore_list(h->t->st, &vols, &n))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct rst *r;
+
+		if (!vols[i].remote)
+			continue;
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			break;
+		snprintf(r->name, sizeof(r->name), "%s", vols[i].name);
+		r->volid = vols[i].id;
+		if (bal_vol_open_internal(h->t->st, r->name, &r->vol) ||
+		    bal_vol_remote_source(r->vol, r->ref, sizeof(r->ref)) || !r->ref[0]) {
+			bal_err("volume %s: reads from the object tier but its source is unknown; reads of clusters not yet local fail",
+				r->name);
+			rst_free(r);
+			continue;
+		}
+		/* Loaded by a hydration thread (load_rst): the store may be slow. */
+		r->next = h->list;
+		h->list = r;
 	}
-	if (!r->vol) {
-		free(r->state);
-		bal_objstore_close(r->os);
-		free(r);
-		return 0;
-	}
-	hydr_add(h, r);
-	return 0;
+	free(vols);
 }
 
 int hydr_create(struct bal_tier *t, struct hydr **out)
@@ -444,7 +477,7 @@ int hydr_create(struct bal_tier *t, struct hydr **out)
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->work, NULL);
 	pthread_cond_init(&h->changed, NULL);
-	bal_vstore_meta_list(t->st, "tier/restore/", resume_one, h);
+	resume_all(h);
 	for (; h->nth < HYDR_THREADS; h->nth++)
 		if (pthread_create(&h->th[h->nth], NULL, hydr_thread, h))
 			break;
@@ -493,6 +526,17 @@ static struct rst *find(struct hydr *h, const char *volume)
 		if (!r->gone && !strcmp(r->name, volume))
 			return r;
 	return NULL;
+}
+
+bool hydr_uses(struct hydr *h, const char *ref)
+{
+	bool used = false;
+
+	pthread_mutex_lock(&h->lock);
+	for (struct rst *r = h->list; r && !used; r = r->next)
+		used = !r->complete && !r->gone && !strcmp(r->ref, ref);
+	pthread_mutex_unlock(&h->lock);
+	return used;
 }
 
 int bal_tier_fetch_async(struct bal_tier *t, struct bal_volume *vol, uint64_t off,
@@ -555,7 +599,7 @@ int bal_tier_restore(struct bal_tier *t, const char *name, const char *ref,
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	ret = tier_store_open(t, url, creds, &r->os, err, errlen);
 	if (!ret)
-		ret = tier_load(t, r->os, id, true, &r->snap, err, errlen);
+		ret = tier_load(t, r->os, id, true, NULL, &r->snap, err, errlen);
 	if (!ret)
 		ret = rst_init_chunks(r);
 	if (ret)
@@ -570,7 +614,8 @@ int bal_tier_restore(struct bal_tier *t, const char *name, const char *ref,
 		if (r->snap.m->chunks[i][0])
 			bits[i / 8] |= (uint8_t)(1u << (i % 8));
 	remote = (struct bal_vol_remote){ .size = r->snap.m->size,
-					  .granule = r->snap.m->chunk_size, .present = bits };
+					  .granule = r->snap.m->chunk_size, .present = bits,
+					  .source = r->ref };
 	co.name = name;
 	co.size = r->snap.m->size;
 	co.enc = r->snap.xts ? BAL_ENC_SERVICE : BAL_ENC_NONE;
@@ -583,27 +628,29 @@ int bal_tier_restore(struct bal_tier *t, const char *name, const char *ref,
 			 "cannot create volume '%s': %s", name, strerror(-ret));
 		goto err_free;
 	}
+	/* The volume is exported from here on: its restore joins the list at once. */
 	ret = bal_vstore_info(t->st, name, &vi);
-	if (!ret) {
-		r->volid = vi.id;
-		meta_name(mname, sizeof(mname), "origin", vi.id);
-		ret = bal_vstore_meta_put(t->st, mname, r->ref, strlen(r->ref));
-	}
-	if (!ret) {
-		meta_name(mname, sizeof(mname), "restore", vi.id);
-		ret = bal_vstore_meta_put(t->st, mname, r->ref, strlen(r->ref));
-	}
 	if (!ret)
 		ret = bal_vol_open_internal(t->st, name, &r->vol);
 	if (ret) {
-		tier_err(err, errlen, "volume '%s': cannot record its restore: %s", name,
+		tier_err(err, errlen, "volume '%s' went away while being created: %s", name,
 			 strerror(-ret));
-		bal_vstore_delete(t->st, name, true, true);
 		goto err_free;
 	}
+	r->volid = vi.id;
 	bal_info("volume %s: restoring from %s (%" PRIu64 " bytes, %" PRIu64 " chunks with data)",
 		 name, r->ref, r->snap.m->size, r->total);
 	hydr_add(t->hydr, r);
+	/* Deleted before it was listed: its delete could not stop it. */
+	if (bal_vol_is_deleted(r->vol)) {
+		bal_tier_forget(t, name, vi.id);
+		return 0;
+	}
+	/* The parent of this volume's first export (not needed to restore). */
+	meta_name(mname, sizeof(mname), "origin", vi.id);
+	if (bal_vstore_meta_put(t->st, mname, r->ref, strlen(r->ref)))
+		bal_warn("volume %s: cannot record where it was restored from; its first export will be a full one",
+			 name);
 	return 0;
 err_free:
 	rst_free(r);
@@ -657,6 +704,11 @@ int bal_tier_wait(struct bal_tier *t, const char *volume, bal_tier_progress_fn p
 
 		if (!r || r->complete)
 			break;
+		if (!r->snap.m && !r->unloadable) {
+			/* Not loaded yet (a store that answers later): wait for it. */
+			tier_wait_tick(&h->changed, &h->lock);
+			continue;
+		}
 		if (!r->snap.m || (r->failed && r->done + r->failed == r->total)) {
 			tier_err(err, errlen, "volume '%s' cannot be fully restored: %s", volume,
 				 r->last_error);
@@ -704,8 +756,6 @@ void bal_tier_forget(struct bal_tier *t, const char *volume, uint64_t volume_id)
 	}
 	pthread_mutex_unlock(&h->lock);
 	rst_free(r);
-	meta_name(name, sizeof(name), "restore", volume_id);
-	bal_vstore_meta_put(t->st, name, NULL, 0);
 	meta_name(name, sizeof(name), "origin", volume_id);
 	bal_vstore_meta_put(t->st, name, NULL, 0);
 }

@@ -75,6 +75,7 @@ int bal_tier_create(const struct bal_tier_opts *o, struct bal_tier **out)
 		return -ENOMEM;
 	t->st = o->store;
 	t->parallel = o->parallel ? o->parallel : 8;
+	pthread_rwlock_init(&t->chunks_lock, NULL);
 	t->default_url = strdup(o->default_url);
 	ret = t->default_url ? load_uuid(t) : -ENOMEM;
 	if (!ret)
@@ -93,6 +94,7 @@ void bal_tier_destroy(struct bal_tier *t)
 	if (!t)
 		return;
 	hydr_destroy(t->hydr);
+	pthread_rwlock_destroy(&t->chunks_lock);
 	free(t->default_url);
 	free(t);
 }
@@ -212,7 +214,7 @@ void tier_snap_fini(struct tier_snap *s)
 }
 
 int tier_load(struct bal_tier *t, struct bal_objstore *os, const char *id, bool need_mac,
-	      struct tier_snap *out, char *err, size_t errlen)
+	      const struct bal_xts_key *key, struct tier_snap *out, char *err, size_t errlen)
 {
 	const char *url = bal_objstore_url(os);
 	char why[128] = "", aad[sizeof(TIER_WRAP_AAD) + BAL_TIER_ID_MAX];
@@ -242,7 +244,12 @@ int tier_load(struct bal_tier *t, struct bal_objstore *os, const char *id, bool 
 		tier_err(err, errlen, "manifest %s is malformed: %s", out->key, why);
 		goto err;
 	}
-	if (out->m->encrypted) {
+	if (out->m->encrypted != (key != NULL) && key) {
+		tier_err(err, errlen, "manifest %s: not the encryption of this volume", out->key);
+		ret = -EKEYREJECTED;
+		goto err;
+	}
+	if (out->m->encrypted && !key) {
 		snprintf(aad, sizeof(aad), "%s%s", TIER_WRAP_AAD, id);
 		ret = bal_vstore_unwrap_key(t->st, aad, out->m->wrapped_key,
 					    sizeof(out->m->wrapped_key), &out->xts);
@@ -256,7 +263,7 @@ int tier_load(struct bal_tier *t, struct bal_objstore *os, const char *id, bool 
 			goto err;
 		}
 	}
-	ret = bal_chunk_keys_create(out->xts, &out->keys);
+	ret = bal_chunk_keys_create(key ? key : out->xts, &out->keys);
 	if (ret) {
 		tier_err(err, errlen, "manifest %s: %s", out->key, strerror(-ret));
 		goto err;
@@ -494,7 +501,8 @@ int bal_tier_delete(struct bal_tier *t, const char *ref, const struct bal_tier_c
 		    struct bal_tier_delete_result *out, char *err, size_t errlen)
 {
 	char url[BAL_TIER_URL_MAX], id[BAL_TIER_ID_MAX + 1], ckey[BAL_CHUNK_KEY_LEN + 1];
-	char key[256];
+	char key[256], ref_n[BAL_TIER_URL_MAX + BAL_TIER_ID_MAX + 2];
+	bool locked = false;
 	struct names used = { 0 }, mine = { 0 };
 	struct bal_objstore *os = NULL;
 	struct bal_manifest *m = NULL;
@@ -507,6 +515,15 @@ int bal_tier_delete(struct bal_tier *t, const char *ref, const struct bal_tier_c
 		ret = tier_store_open(t, url, creds, &os, err, errlen);
 	if (ret)
 		return ret;
+	snprintf(ref_n, sizeof(ref_n), "%s#%s", bal_objstore_url(os), id);
+	if (hydr_uses(t->hydr, ref_n)) {
+		tier_err(err, errlen, "%s: a volume is still being restored from it (see `ballast volume wait`)",
+			 ref_n);
+		ret = -EBUSY;
+		goto out;
+	}
+	pthread_rwlock_wrlock(&t->chunks_lock);
+	locked = true;
 	ret = tier_find_key(os, id, key, sizeof(key));
 	if (ret) {
 		tier_err(err, errlen, ret == -ENOENT ? "%s#%s: no such snapshot in the store" : "%s%s",
@@ -565,6 +582,8 @@ int bal_tier_delete(struct bal_tier *t, const char *ref, const struct bal_tier_c
 		bal_info("object tier: deleted %s#%s (%" PRIu64 " chunks deleted, %" PRIu64 " kept)",
 			 bal_objstore_url(os), id, out->chunks_deleted, out->chunks_kept);
 out:
+	if (locked)
+		pthread_rwlock_unlock(&t->chunks_lock);
 	bal_manifest_destroy(m);
 	free(used.v);
 	free(mine.v);

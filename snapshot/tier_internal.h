@@ -30,6 +30,12 @@ struct bal_tier {
 	unsigned parallel;
 	char store_uuid[33];		/* this data directory's identity in manifests */
 	struct hydr *hydr;		/* restores (restore.c) */
+	/*
+	 * Exports hold it shared from choosing their parent until their
+	 * manifest is written (they rely on chunks they did not upload);
+	 * deletes hold it exclusive, so they never take those chunks away.
+	 */
+	pthread_rwlock_t chunks_lock;
 };
 
 /* A loaded manifest with the keys of its chunks. */
@@ -55,12 +61,13 @@ int tier_parse_ref(const char *ref, char *url, size_t ulen, char *id, size_t idl
 
 /*
  * Find manifest @id in @os and load it: parse, unwrap the volume key
- * (encrypted) and check the MAC.  With @trust_mac false a manifest whose
+ * (encrypted; with @key, a restored volume's own copy of it, that one is
+ * used instead) and check the MAC.  With @trust_mac false a manifest whose
  * MAC fails still loads (-EBADMSG is returned with *out filled, for
  * deletion); otherwise the failure is final.  -ENOENT, -EBADMSG, -ENOKEY.
  */
 int tier_load(struct bal_tier *t, struct bal_objstore *os, const char *id, bool need_mac,
-	      struct tier_snap *out, char *err, size_t errlen);
+	      const struct bal_xts_key *key, struct tier_snap *out, char *err, size_t errlen);
 void tier_snap_fini(struct tier_snap *s);
 
 /* The key of manifest @id in @os (searched by volume prefix).  -ENOENT. */
@@ -69,6 +76,8 @@ int tier_find_key(struct bal_objstore *os, const char *id, char *key, size_t len
 /* restore.c */
 int hydr_create(struct bal_tier *t, struct hydr **out);
 void hydr_destroy(struct hydr *h);
+/* A volume here is still being restored from @ref ("URL#ID"). */
+bool hydr_uses(struct hydr *h, const char *ref);
 
 /* "URL#ID" of the snapshot @volume_id was restored from: 0, -ENOENT. */
 int tier_origin(struct bal_tier *t, uint64_t volume_id, char *url, size_t ulen, char *id,

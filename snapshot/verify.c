@@ -191,7 +191,7 @@ int bal_tier_verify(struct bal_tier *t, const char *ref, const struct bal_tier_c
 		ret = tier_store_open(t, url, creds, &os, err, errlen);
 	if (ret)
 		return ret;
-	ret = tier_load(t, os, id, false, &s, msg, sizeof(msg));
+	ret = tier_load(t, os, id, false, NULL, &s, msg, sizeof(msg));
 	if (ret && ret != -EBADMSG && ret != -EKEYREJECTED) {
 		tier_err(err, errlen, "%s", msg);
 		goto out;

@@ -13,15 +13,17 @@
  * through the ordered map log like any write.
  *
  * The remote state is one record, written with the volume and deleted
- * (synced) by bal_vol_remote_settle once no cluster reads remotely and
- * every fill is durable.  A volume with remote state takes no snapshot
+ * through the map log by bal_vol_remote_settle once no cluster reads
+ * remotely.  A volume with remote state takes no snapshot
  * (-EINPROGRESS): the snapshot would go on reading clusters that the
  * state no longer describes once hydration ends.
  *
  *   'R' id(8) -> limit(8) granule shift(1) granules(8) bitmap
+ *                source length(2) source (where the data is, for the tier)
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +36,7 @@ struct bal_vremote {
 	unsigned gshift;	/* clusters per granule, log2 */
 	uint64_t ngran;
 	uint8_t *bits;		/* granule i has data */
+	char *source;		/* the caller's reference of the data, "" if none */
 };
 
 #define REC_HDR 17
@@ -51,6 +54,7 @@ void bal_vremote_destroy(struct bal_vremote *r)
 	if (!r)
 		return;
 	free(r->bits);
+	free(r->source);
 	free(r);
 }
 
@@ -73,8 +77,8 @@ bool bal_vrec_is_remote(struct bal_vrec *rec, uint64_t lcl)
 /* Encode @r into a malloc'ed value. */
 static uint8_t *encode(const struct bal_vremote *r, size_t *len)
 {
-	size_t nb = (size_t)((r->ngran + 7) / 8);
-	uint8_t *v = malloc(REC_HDR + nb);
+	size_t nb = (size_t)((r->ngran + 7) / 8), sl = strlen(r->source);
+	uint8_t *v = malloc(REC_HDR + nb + 2 + sl);
 
 	if (!v)
 		return NULL;
@@ -82,7 +86,9 @@ static uint8_t *encode(const struct bal_vremote *r, size_t *len)
 	v[8] = (uint8_t)r->gshift;
 	bal_put_be64(v + 9, r->ngran);
 	memcpy(v + REC_HDR, r->bits, nb);
-	*len = REC_HDR + nb;
+	bal_put_be16(v + REC_HDR + nb, (uint16_t)sl);
+	memcpy(v + REC_HDR + nb + 2, r->source, sl);
+	*len = REC_HDR + nb + 2 + sl;
 	return v;
 }
 
@@ -90,20 +96,24 @@ static int decode(const uint8_t *v, size_t len, struct bal_vremote **out)
 {
 	struct bal_vremote *r;
 	uint64_t ngran;
-	size_t nb;
+	size_t nb, sl;
 
 	if (len < REC_HDR)
 		return -EUCLEAN;
 	ngran = bal_get_be64(v + 9);
-	if (v[8] > 16 || ngran > BITS_MAX || len != REC_HDR + (ngran + 7) / 8)
-		return -EUCLEAN;
 	nb = (size_t)((ngran + 7) / 8);
+	if (v[8] > 16 || ngran > BITS_MAX || len < REC_HDR + nb + 2)
+		return -EUCLEAN;
+	sl = bal_get_be16(v + REC_HDR + nb);
+	if (len != REC_HDR + nb + 2 + sl)
+		return -EUCLEAN;
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->bits = malloc(nb ? nb : 1);
-	if (!r->bits) {
-		free(r);
+	r->source = strndup((const char *)v + REC_HDR + nb + 2, sl);
+	if (!r->bits || !r->source) {
+		bal_vremote_destroy(r);
 		return -ENOMEM;
 	}
 	r->limit = bal_get_be64(v);
@@ -123,7 +133,8 @@ int bal_vremote_create(struct bal_vrec *rec, const struct bal_vol_remote *o,
 	size_t nb, len;
 
 	if (!o->granule || o->granule % BAL_CLUSTER_SIZE || (o->granule & (o->granule - 1)) ||
-	    !o->size || o->size > atomic_load(&rec->size) || !o->present)
+	    !o->size || o->size > atomic_load(&rec->size) || !o->present ||
+	    (o->source && strlen(o->source) > UINT16_MAX))
 		return -EINVAL;
 	gcl = o->granule >> BAL_CLUSTER_SHIFT;
 	r = calloc(1, sizeof(*r));
@@ -140,6 +151,11 @@ int bal_vremote_create(struct bal_vrec *rec, const struct bal_vol_remote *o,
 	r->bits = malloc(nb);
 	if (!r->bits) {
 		free(r);
+		return -ENOMEM;
+	}
+	r->source = strdup(o->source ? o->source : "");
+	if (!r->source) {
+		bal_vremote_destroy(r);
 		return -ENOMEM;
 	}
 	memcpy(r->bits, o->present, nb);
@@ -308,8 +324,7 @@ int bal_vol_remote_settle(struct bal_volume *vol)
 {
 	struct bal_vstore *st = vol->st;
 	struct bal_vrec *rec = vol->rec;
-	struct bal_kv_batch *b;
-	int ret;
+	uint8_t k[BAL_VOL_KEY_LEN];
 
 	pthread_mutex_lock(&rec->lock);
 	if (!rec->remote) {
@@ -320,28 +335,18 @@ int bal_vol_remote_settle(struct bal_volume *vol)
 		pthread_mutex_unlock(&rec->lock);
 		return -EAGAIN;
 	}
-	/* Nothing reads remotely, so nothing more is filled: make the fills durable. */
+	/*
+	 * The record goes through the map log, after every fill and every
+	 * other change of this volume's map (a shrink's record too), then a
+	 * sync makes it all durable in that order.
+	 */
+	rkey(k, rec->id);
+	bal_log_del(st, k, sizeof(k));
+	bal_vremote_destroy(rec->remote);
+	rec->remote = NULL;
 	pthread_mutex_unlock(&rec->lock);
-	ret = bal_vstore_sync(st);
-	if (ret)
-		return ret;
-	b = bal_kv_batch_create();
-	if (!b)
-		return -ENOMEM;
-	pthread_mutex_lock(&rec->lock);
-	ret = 0;
-	if (rec->remote && !atomic_load(&rec->deleted)) {
-		bal_vremote_delete_key(b, rec->id);
-		ret = bal_vstore_write_synced(st, b);
-		if (!ret) {
-			bal_vremote_destroy(rec->remote);
-			rec->remote = NULL;
-			bal_info("volume %s: every cluster is local", rec->name);
-		}
-	}
-	pthread_mutex_unlock(&rec->lock);
-	bal_kv_batch_destroy(b);
-	return ret;
+	bal_info("volume %s: every cluster is local", rec->name);
+	return bal_vstore_sync(st);
 }
 
 bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool edges_only)
@@ -368,4 +373,17 @@ bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool
 	}
 	pthread_mutex_unlock(&rec->lock);
 	return need;
+}
+
+int bal_vol_remote_source(struct bal_volume *vol, char *buf, size_t len)
+{
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&vol->rec->lock);
+	if (vol->rec->remote) {
+		snprintf(buf, len, "%s", vol->rec->remote->source);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&vol->rec->lock);
+	return ret;
 }

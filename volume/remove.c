@@ -33,6 +33,9 @@ static int shrink_locked(struct bal_vstore *st, struct bal_vrec *rec, uint64_t o
 	uint64_t ncl = bal_size_clusters(size);
 	int ret = 0;
 
+	/* A partial last cluster still in the object tier cannot be cut yet. */
+	if (size % BAL_CLUSTER_SIZE && bal_vrec_is_remote(rec, ncl - 1))
+		return -EINPROGRESS;
 	/* Past the new end must read as zeroes if the volume grows again. */
 	if (size % BAL_CLUSTER_SIZE)
 		ret = bal_vrec_zero_partial(st, rec, ncl - 1, size, ncl << BAL_CLUSTER_SHIFT, true);

@@ -576,6 +576,12 @@ int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, 
 		ret = retire(st, rec, found, &e);
 		if (ret)
 			return ret;
+		if (below_has(rec, found)) {
+			/* Replaced in place (cannot fail): never a moment without either. */
+			bal_xmap_set(&rec->map, found, &hole);
+			bal_log_map_put(st, rec->id, found, &hole);
+			continue;
+		}
 		bal_xmap_remove(&rec->map, found, NULL);
 		bal_log_map_del(st, rec->id, found);
 	}

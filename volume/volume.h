@@ -149,6 +149,7 @@ struct bal_vol_remote {
 	uint64_t size;
 	uint32_t granule;
 	const uint8_t *present;	/* ceil(size / granule) bits, LSB first */
+	const char *source;	/* the caller's reference of the data, kept with it */
 };
 
 /*
@@ -414,6 +415,9 @@ int bal_vol_remote_fill(struct bal_volume *vol, uint64_t lcl, const void *data);
  * a write, trim or zero needs local first).  Cheap; any thread.
  */
 bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool edges_only);
+
+/* The source given at creation of a volume that still reads remotely: 0, -ENOENT. */
+int bal_vol_remote_source(struct bal_volume *vol, char *buf, size_t len);
 
 /* Some clusters may still read from the object tier. */
 bool bal_vol_is_remote(struct bal_volume *vol);

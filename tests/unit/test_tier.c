@@ -165,6 +165,20 @@ int main(void)
 	CHECK_EQ(bal_vstore_snap_create(b.st, "r", "x", NULL), 0);
 	bal_vol_close(rv);
 
+	/* A restore resumes after a restart, from what the volume keeps. */
+	CHECK_EQ(bal_tier_restore(b.t, "r3", ref, NULL, err, sizeof(err)), 0);
+	side_close(&b);
+	side_open(&b, "b", url);
+	if (bal_tier_wait(b.t, "r3", NULL, NULL, err, sizeof(err)))
+		fprintf(stderr, "wait r3: %s\n", err);
+	CHECK_EQ(bal_tier_hydration(b.t, "r3", &h), 0);
+	CHECK(!h.active);
+	CHECK_EQ(bal_vol_open(b.st, "r3", &rv), 0);
+	CHECK(!bal_vol_is_remote(rv));
+	vread(b.st, rv, 0, 3 * CS, got);
+	CHECK(!memcmp(got, exp, 3 * CS));
+	bal_vol_close(rv);
+
 	memset(&vr, 0, sizeof(vr));
 	CHECK_EQ(bal_tier_verify(a.t, ref, NULL, NULL, NULL, &vr, err, sizeof(err)), 0);
 	CHECK(vr.manifest_ok);
