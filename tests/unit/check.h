@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The unit tests' tiny harness: CHECK and CHECK_EQ count every check in
+ * The unit tests' tiny harness: CHECK, CHECK_EQ and CHECK_RC count every check in
  * `checks` and end the program with a FAIL line (file, line, expression)
  * on the first one that does not hold.  Safe from several threads.
  */
@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static atomic_uint checks;
 
@@ -21,6 +22,18 @@ static atomic_uint checks;
 			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 			exit(1);                                                     \
 		}                                                                    \
+	} while (0)
+
+/* A call returning 0 or -errno gave @want; the errno's text on failure. */
+#define CHECK_RC(expr, want)                                                          \
+	do {                                                                          \
+		int rc_ = (expr);                                                     \
+		checks++;                                                             \
+		if (rc_ != (want)) {                                                  \
+			fprintf(stderr, "FAIL %s:%d: %s = %d (%s), want %d\n", __FILE__, \
+				__LINE__, #expr, rc_, strerror(rc_ < 0 ? -rc_ : 0), want); \
+			exit(1);                                                      \
+		}                                                                     \
 	} while (0)
 
 #define CHECK_EQ(a, b)                                                              \

@@ -17,17 +17,6 @@
 #include "crypto/crypto.h"
 #include "snapshot/chunk.h"
 
-#define CHECK_RC(expr, want)                                                          \
-	do {                                                                          \
-		int rc_ = (expr);                                                     \
-		checks++;                                                             \
-		if (rc_ != (want)) {                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s = %d (%s), want %d\n", __FILE__, \
-				__LINE__, #expr, rc_, strerror(rc_ < 0 ? -rc_ : 0), want); \
-			exit(1);                                                      \
-		}                                                                     \
-	} while (0)
-
 #define SHORT_LEN 12345u
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;

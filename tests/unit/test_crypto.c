@@ -23,17 +23,6 @@
 
 
 
-#define CHECK_RC(expr, want)                                                          \
-	do {                                                                          \
-		int rc_ = (expr);                                                     \
-		checks++;                                                             \
-		if (rc_ != (want)) {                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s = %d (%s), want %d\n", __FILE__, \
-				__LINE__, #expr, rc_, strerror(rc_ < 0 ? -rc_ : 0), want); \
-			exit(1);                                                      \
-		}                                                                     \
-	} while (0)
-
 static char tmpdir[] = "/tmp/test_crypto.XXXXXX";
 
 static size_t unhex(const char *s, uint8_t *out, size_t cap)

@@ -20,17 +20,6 @@
 #include "snapshot/chunk.h"
 #include "snapshot/manifest.h"
 
-#define CHECK_RC(expr, want)                                                          \
-	do {                                                                          \
-		int rc_ = (expr);                                                     \
-		checks++;                                                             \
-		if (rc_ != (want)) {                                                  \
-			fprintf(stderr, "FAIL %s:%d: %s = %d (%s), want %d\n", __FILE__, \
-				__LINE__, #expr, rc_, strerror(rc_ < 0 ? -rc_ : 0), want); \
-			exit(1);                                                      \
-		}                                                                     \
-	} while (0)
-
 #define T0 1700000000 /* 2023-11-14T22:13:20Z */
 
 static struct bal_xts_key *xk1, *xk2;
