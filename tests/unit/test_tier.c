@@ -228,6 +228,8 @@ int main(void)
 	/* A restore of the tampered snapshot: chunk 7 never reads, the rest does. */
 	CHECK_EQ(bal_tier_restore(b.t, "r2", ref, NULL, err, sizeof(err)), 0);
 	CHECK_EQ(bal_tier_wait(b.t, "r2", NULL, NULL, err, sizeof(err)), -EIO);
+	/* Not deleted from the store while a volume here still restores from it. */
+	CHECK_EQ(bal_tier_delete(b.t, ref, NULL, &dr, err, sizeof(err)), -EBUSY);
 	CHECK_EQ(bal_vol_open(b.st, "r2", &rv), 0);
 	CHECK_EQ(bal_vol_map_read(rv, 7ull * CS, 4096, segs, 80, &n), 0);
 	CHECK_EQ(segs[0].phys, BAL_SEG_REMOTE);
