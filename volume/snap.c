@@ -546,76 +546,75 @@ static bool referenced(const struct bal_vrec *rec, uint32_t birth, uint32_t deat
 	return lo < rec->nsnaps && rec->snaps[lo]->epoch < death;
 }
 
+struct vers_ctx {
+	struct bal_vstore *st;
+	struct bal_kv_batch *drop;
+	uint64_t n;
+};
+
+static int load_ver(void *arg, const void *key, size_t kl, const void *val, size_t vl)
+{
+	struct vers_ctx *c = arg;
+	const uint8_t *k = key, *v = val;
+	struct bal_vrec *rec;
+	struct bal_ver ver;
+	uint64_t death, birth;
+	int ret;
+
+	if (kl != BAL_VER_KEY_LEN || vl != BAL_MAP_VAL_LEN) {
+		bal_err("store %s: malformed old version record", c->st->dir);
+		return -EUCLEAN;
+	}
+	rec = bal_vstore_find_id(c->st, bal_get_be64(k + 1));
+	death = bal_get_be64(k + 9);
+	birth = bal_get_be64(v + 8);
+	if (death >= BAL_EPOCH_LIVE || birth >= death) {
+		bal_err("store %s: old version with bad epochs", c->st->dir);
+		return -EUCLEAN;
+	}
+	if (!rec || !referenced(rec, (uint32_t)birth, (uint32_t)death)) {
+		/* Its snapshot's deletion did not finish: free it now. */
+		bal_kv_batch_delete(c->drop, k, kl);
+		return 0;
+	}
+	ver = (struct bal_ver){ .lcl = bal_get_be64(k + 17), .phys = bal_get_be64(v),
+				.birth = (uint32_t)birth, .death = (uint32_t)death,
+				.flags = bal_get_be32(v + 16) };
+	if (!(ver.flags & BAL_XENT_HOLE)) {
+		ret = bal_pool_mark_used(c->st->pool, ver.phys);
+		if (ret)
+			return ret;
+	}
+	ret = bal_vers_add(&rec->vers, &ver);
+	if (ret)
+		return ret;
+	if (ver.death > rec->epoch)
+		rec->epoch = ver.death;
+	c->n++;
+	return 0;
+}
+
 int bal_vstore_load_vers(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_VER, hi = BAL_KEY_VER + 1;
-	struct bal_kv_batch *drop;
-	struct bal_kv_iter *it;
-	uint64_t n = 0;
+	struct vers_ctx c = { .st = st };
 	int ret;
 
-	drop = bal_kv_batch_create();
-	if (!drop)
+	c.drop = bal_kv_batch_create();
+	if (!c.drop)
 		return -ENOMEM;
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
+	ret = bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_ver, &c);
 	if (ret)
 		goto out_batch;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const uint8_t *k, *v;
-		struct bal_vrec *rec;
-		struct bal_ver ver;
-		uint64_t death, birth;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		if (kl != BAL_VER_KEY_LEN || vl != BAL_MAP_VAL_LEN) {
-			bal_err("store %s: malformed old version record", st->dir);
-			ret = -EUCLEAN;
-			goto out_iter;
-		}
-		rec = bal_vstore_find_id(st, bal_get_be64(k + 1));
-		death = bal_get_be64(k + 9);
-		birth = bal_get_be64(v + 8);
-		if (death >= BAL_EPOCH_LIVE || birth >= death) {
-			bal_err("store %s: old version with bad epochs", st->dir);
-			ret = -EUCLEAN;
-			goto out_iter;
-		}
-		if (!rec || !referenced(rec, (uint32_t)birth, (uint32_t)death)) {
-			/* Its snapshot's deletion did not finish: free it now. */
-			bal_kv_batch_delete(drop, k, kl);
-			continue;
-		}
-		ver = (struct bal_ver){ .lcl = bal_get_be64(k + 17), .phys = bal_get_be64(v),
-					.birth = (uint32_t)birth, .death = (uint32_t)death,
-					.flags = bal_get_be32(v + 16) };
-		if (!(ver.flags & BAL_XENT_HOLE)) {
-			ret = bal_pool_mark_used(st->pool, ver.phys);
-			if (ret)
-				goto out_iter;
-		}
-		ret = bal_vers_add(&rec->vers, &ver);
-		if (ret)
-			goto out_iter;
-		if (ver.death > rec->epoch)
-			rec->epoch = ver.death;
-		n++;
-	}
-	ret = bal_kv_iter_status(it);
-	if (ret)
-		goto out_iter;
-	if (bal_kv_batch_count(drop)) {
+	if (bal_kv_batch_count(c.drop)) {
 		bal_warn("store %s: dropping %zu unreferenced old versions", st->dir,
-			 bal_kv_batch_count(drop));
-		ret = bal_kv_write(st->kv, drop, true);
+			 bal_kv_batch_count(c.drop));
+		ret = bal_kv_write(st->kv, c.drop, true);
 	}
-	if (n)
-		bal_info("store %s: %" PRIu64 " old versions", st->dir, n);
-out_iter:
-	bal_kv_iter_destroy(it);
+	if (c.n)
+		bal_info("store %s: %" PRIu64 " old versions", st->dir, c.n);
 out_batch:
-	bal_kv_batch_destroy(drop);
+	bal_kv_batch_destroy(c.drop);
 	return ret;
 }
 

@@ -193,95 +193,93 @@ struct bal_vrec *bal_vstore_find_id(struct bal_vstore *st, uint64_t id)
 	return NULL;
 }
 
+struct load_ctx {
+	struct bal_vstore *st;
+	struct bal_kv_batch *orphans;
+	uint64_t n, nzero;
+};
+
+static int load_map(void *arg, const void *key, size_t kl, const void *val, size_t vl)
+{
+	struct load_ctx *c = arg;
+	const uint8_t *k = key, *v = val;
+	struct bal_xent e;
+	struct bal_vrec *rec;
+	uint64_t id, lcl, birth;
+	int ret;
+
+	if (kl != BAL_MAP_KEY_LEN || vl != BAL_MAP_VAL_LEN) {
+		bal_err("store %s: malformed extent record", c->st->dir);
+		return -EUCLEAN;
+	}
+	id = bal_get_be64(k + 1);
+	lcl = bal_get_be64(k + 9);
+	rec = bal_vstore_find_id(c->st, id);
+	if (!rec || lcl >= bal_size_clusters(rec->size)) {
+		/* Left by a crash between a catalog and a map change. */
+		bal_kv_batch_delete(c->orphans, k, kl);
+		return 0;
+	}
+	e.phys = bal_get_be64(v);
+	birth = bal_get_be64(v + 8);
+	e.flags = bal_get_be32(v + 16);
+	if (birth > UINT32_MAX) {
+		bal_err("store %s: volume %s: birth epoch out of range", c->st->dir,
+			rec->name);
+		return -EUCLEAN;
+	}
+	e.birth = (uint32_t)birth;
+	if (e.birth >= BAL_EPOCH_LIVE) {
+		return -EUCLEAN;
+	}
+	if (bal_xent_owns(&e)) {
+		ret = bal_pool_mark_used(c->st->pool, e.phys);
+		if (ret)
+			return ret;
+	}
+	/*
+	 * A ZERO cluster is written in place on its next write, so it must
+	 * hold zeroes; after a crash it may hold the bytes of a write whose
+	 * map change (clearing the flag) was lost.
+	 */
+	if (bal_xent_owns(&e) && (e.flags & BAL_XENT_ZERO)) {
+		ret = bal_pool_zero(c->st->pool, e.phys << BAL_CLUSTER_SHIFT,
+				    BAL_CLUSTER_SIZE, false);
+		if (ret)
+			return ret;
+		c->nzero++;
+	}
+	if (e.birth > rec->epoch)
+		rec->epoch = e.birth;
+	ret = bal_xmap_set(&rec->map, lcl, &e);
+	if (ret)
+		return ret;
+	c->n++;
+	return 0;
+}
+
 /* Rebuild every index and the used clusters; drop orphan map entries. */
 static int load_maps(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_MAP, hi = BAL_KEY_MAP + 1;
-	struct bal_kv_batch *orphans;
-	struct bal_kv_iter *it;
-	uint64_t n = 0, nzero = 0;
+	struct load_ctx c = { .st = st };
 	int ret;
 
-	orphans = bal_kv_batch_create();
-	if (!orphans)
+	c.orphans = bal_kv_batch_create();
+	if (!c.orphans)
 		return -ENOMEM;
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
+	ret = bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_map, &c);
 	if (ret)
 		goto out_batch;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const uint8_t *k, *v;
-		struct bal_xent e;
-		struct bal_vrec *rec;
-		uint64_t id, lcl, birth;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		if (kl != BAL_MAP_KEY_LEN || vl != BAL_MAP_VAL_LEN) {
-			bal_err("store %s: malformed extent record", st->dir);
-			ret = -EUCLEAN;
-			goto out_iter;
-		}
-		id = bal_get_be64(k + 1);
-		lcl = bal_get_be64(k + 9);
-		rec = bal_vstore_find_id(st, id);
-		if (!rec || lcl >= bal_size_clusters(rec->size)) {
-			/* Left by a crash between a catalog and a map change. */
-			bal_kv_batch_delete(orphans, k, kl);
-			continue;
-		}
-		e.phys = bal_get_be64(v);
-		birth = bal_get_be64(v + 8);
-		e.flags = bal_get_be32(v + 16);
-		if (birth > UINT32_MAX) {
-			bal_err("store %s: volume %s: birth epoch out of range", st->dir,
-				rec->name);
-			ret = -EUCLEAN;
-			goto out_iter;
-		}
-		e.birth = (uint32_t)birth;
-		if (e.birth >= BAL_EPOCH_LIVE) {
-			ret = -EUCLEAN;
-			goto out_iter;
-		}
-		if (bal_xent_owns(&e)) {
-			ret = bal_pool_mark_used(st->pool, e.phys);
-			if (ret)
-				goto out_iter;
-		}
-		/*
-		 * A ZERO cluster is written in place on its next write, so it must
-		 * hold zeroes; after a crash it may hold the bytes of a write whose
-		 * map change (clearing the flag) was lost.
-		 */
-		if (bal_xent_owns(&e) && (e.flags & BAL_XENT_ZERO)) {
-			ret = bal_pool_zero(st->pool, e.phys << BAL_CLUSTER_SHIFT,
-					    BAL_CLUSTER_SIZE, false);
-			if (ret)
-				goto out_iter;
-			nzero++;
-		}
-		if (e.birth > rec->epoch)
-			rec->epoch = e.birth;
-		ret = bal_xmap_set(&rec->map, lcl, &e);
-		if (ret)
-			goto out_iter;
-		n++;
-	}
-	ret = bal_kv_iter_status(it);
-	if (ret)
-		goto out_iter;
-	if (bal_kv_batch_count(orphans)) {
+	if (bal_kv_batch_count(c.orphans)) {
 		bal_warn("store %s: dropping %zu orphan extent records", st->dir,
-			 bal_kv_batch_count(orphans));
-		ret = bal_kv_write(st->kv, orphans, true);
+			 bal_kv_batch_count(c.orphans));
+		ret = bal_kv_write(st->kv, c.orphans, true);
 	}
 	bal_info("store %s: %zu volumes, %" PRIu64 " mapped clusters (%" PRIu64 " zeroed)",
-		 st->dir, st->nvols, n, nzero);
-out_iter:
-	bal_kv_iter_destroy(it);
+		 st->dir, st->nvols, c.n, c.nzero);
 out_batch:
-	bal_kv_batch_destroy(orphans);
+	bal_kv_batch_destroy(c.orphans);
 	return ret;
 }
 
