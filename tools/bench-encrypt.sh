@@ -33,34 +33,10 @@ SIZE=${SIZE:-1G}
 RUNTIME=${BENCH_RUNTIME:-10}
 OUT=${BENCH_OUT:-$TOP/build/bench-encrypt.md}
 
-for tool in fio nbdkit nbdcopy openssl; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
-done
-[ -x "$BALLASTD" ] && [ -x "$BALLAST" ] || { echo "bench: build first (make)" >&2; exit 1; }
+. "$TOP/tools/bench-lib.sh"
+bench_setup enc fio nbdkit nbdcopy openssl
 
-mkdir -p "${BENCH_DIR:-/var/tmp}"
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ballast-bench-enc.XXXXXX")
-SOCK=$W/nbd.sock
-CTL=$W/ctl.sock
-BAL_PID=
 
-log() { echo "bench: $*" >&2; }
-
-cleanup() {
-	local rc=$?
-	if [ -n "$BAL_PID" ]; then
-		kill -TERM "$BAL_PID" 2>/dev/null || true
-		for _ in $(seq 1 100); do kill -0 "$BAL_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$BAL_PID" 2>/dev/null || true
-	fi
-	rm -rf "$W"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-bal() { "$BALLAST" --control "$CTL" "$@"; }
-uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
 (umask 077; head -c 32 /dev/urandom >"$W/mk")
 "$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \

@@ -35,34 +35,10 @@ RUNTIME=${BENCH_RUNTIME:-10}
 OUT=${BENCH_OUT:-$TOP/build/bench-snapshots.md}
 CMDLINE="tools/bench-snapshot.sh (NSNAP=$NSNAP REPS=$REPS BENCH_RUNTIME=$RUNTIME)"
 
-for tool in fio nbdcopy nbdkit; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
-done
-[ -x "$BALLASTD" ] && [ -x "$BALLAST" ] || { echo "bench: build first (make)" >&2; exit 1; }
+. "$TOP/tools/bench-lib.sh"
+bench_setup snap fio nbdcopy nbdkit
 
-mkdir -p "${BENCH_DIR:-/var/tmp}"
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ballast-bench-snap.XXXXXX")
-SOCK=$W/nbd.sock
-CTL=$W/ctl.sock
-BAL_PID=
 
-log() { echo "bench: $*" >&2; }
-
-cleanup() {
-	local rc=$?
-	if [ -n "$BAL_PID" ]; then
-		kill -TERM "$BAL_PID" 2>/dev/null || true
-		for _ in $(seq 1 100); do kill -0 "$BAL_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$BAL_PID" 2>/dev/null || true
-	fi
-	rm -rf "$W"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-bal() { "$BALLAST" --control "$CTL" "$@"; }
-uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
 "$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \
 	--log-level warn >"$W/ballastd.log" 2>&1 &

@@ -44,40 +44,16 @@ OUT=${BENCH_OUT:-$d_out}
 CMDLINE="tools/bench-tier.sh"
 [ "$QUICK" != 1 ] || CMDLINE="QUICK=1 tools/bench-tier.sh"
 
-for tool in nbdcopy nbdsh restic bc; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
-done
-[ -x "$BALLASTD" ] && [ -x "$BALLAST" ] || { echo "bench: build first (make)" >&2; exit 1; }
-
-mkdir -p "${BENCH_DIR:-/var/tmp}"
-W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ballast-bench-tier.XXXXXX")
-SOCK=$W/nbd.sock
-CTL=$W/ctl.sock
-BAL_PID=
+. "$TOP/tools/bench-lib.sh"
+bench_setup tier nbdcopy nbdsh restic bc
 STORE=$W/store
 URL=file://$STORE
 export RESTIC_PASSWORD=ballast-bench
 export RESTIC_REPOSITORY=$W/restic
 export RESTIC_CACHE_DIR=$W/restic-cache
 
-log() { echo "bench: $*" >&2; }
 die() { log "$*"; [ -f "$W/ballastd.log" ] && tail -n 20 "$W/ballastd.log" >&2; exit 1; }
 
-cleanup() {
-	local rc=$?
-	if [ -n "$BAL_PID" ]; then
-		kill -TERM "$BAL_PID" 2>/dev/null || true
-		for _ in $(seq 1 100); do kill -0 "$BAL_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$BAL_PID" 2>/dev/null || true
-	fi
-	rm -rf "$W"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-bal() { "$BALLAST" --control "$CTL" "$@"; }
-uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 now() { date +%s%N; }
 ms() { printf "%.1f" "$(echo "scale=3; ($2 - $1) / 1000000" | bc)"; }       # T0 T1
 mibs() { echo "scale=0; $1 * 1000000000 / ($3 - $2) / 1" | bc; }  # MIB T0 T1

@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: MIT
+# Shared by the bench-*.sh scripts (sourced, not run): checks the tools and
+# the build, makes the scratch directory $W, and stops the daemon started
+# into $BAL_PID (by that PID) and removes $W at exit.
+# Usage: bench_setup NAME TOOL...   (after BALLASTD and BALLAST are set)
+
+log() { echo "bench: $*" >&2; }
+
+bench_cleanup() {
+	local rc=$?
+	if [ -n "$BAL_PID" ]; then
+		kill -TERM "$BAL_PID" 2>/dev/null || true
+		for _ in $(seq 1 100); do kill -0 "$BAL_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$BAL_PID" 2>/dev/null || true
+	fi
+	rm -rf "$W"
+	exit $rc
+}
+
+bench_setup() {
+	local name=$1 tool
+	shift
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || { echo "bench: $tool not found (run tools/deps.sh)" >&2; exit 1; }
+	done
+	[ -x "$BALLASTD" ] && [ -x "$BALLAST" ] || { echo "bench: build first (make)" >&2; exit 1; }
+	mkdir -p "${BENCH_DIR:-/var/tmp}"
+	W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ballast-bench-$name.XXXXXX")
+	SOCK=$W/nbd.sock
+	CTL=$W/ctl.sock
+	BAL_PID=
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+
+bal() { "$BALLAST" --control "$CTL" "$@"; }
+uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
