@@ -58,6 +58,7 @@ int bal_vrec_create(const char *name, uint64_t id, uint64_t size, int64_t create
 	rec->created_at = created_at;
 	atomic_init(&rec->size, size);
 	atomic_init(&rec->deleted, false);
+	atomic_init(&rec->has_remote, false);
 	pthread_mutex_init(&rec->lock, NULL);
 	bal_xmap_init(&rec->map);
 	bal_vers_init(&rec->vers);

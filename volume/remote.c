@@ -168,6 +168,7 @@ int bal_vremote_create(struct bal_vrec *rec, const struct bal_vol_remote *o,
 	bal_kv_batch_put(b, k, sizeof(k), v, len);
 	free(v);
 	rec->remote = r;
+	atomic_store(&rec->has_remote, true);
 	return 0;
 }
 
@@ -213,6 +214,7 @@ static int load_one(void *arg, const void *key, size_t kl, const void *v, size_t
 		bal_err("volume %s: malformed remote record", rec->name);
 		return -EUCLEAN;
 	}
+	atomic_store(&rec->has_remote, true);
 	return 0;
 }
 
@@ -344,6 +346,7 @@ int bal_vol_remote_settle(struct bal_volume *vol)
 	bal_log_del(st, k, sizeof(k));
 	bal_vremote_destroy(rec->remote);
 	rec->remote = NULL;
+	atomic_store(&rec->has_remote, false);
 	pthread_mutex_unlock(&rec->lock);
 	bal_info("volume %s: every cluster is local", rec->name);
 	return bal_vstore_sync(st);
@@ -355,7 +358,9 @@ bool bal_vol_needs_fill(struct bal_volume *vol, uint64_t off, uint64_t len, bool
 	uint64_t end, first, last;
 	bool need = false;
 
-	if (vol->snap || !len || __builtin_add_overflow(off, len, &end))
+	/* The data path asks this per request: most volumes never were restored. */
+	if (!atomic_load_explicit(&rec->has_remote, memory_order_relaxed) || vol->snap || !len ||
+	    __builtin_add_overflow(off, len, &end))
 		return false;
 	first = off >> BAL_CLUSTER_SHIFT;
 	last = (end - 1) >> BAL_CLUSTER_SHIFT;

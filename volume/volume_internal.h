@@ -176,6 +176,8 @@ struct bal_vrec {
 	struct bal_vkey *key;
 	/* Restored from the object tier and not yet all local (remote.c). */
 	struct bal_vremote *remote;
+	/* remote != NULL, readable without the lock (set before the volume is visible). */
+	atomic_bool has_remote;
 };
 
 struct bal_sync_req {
