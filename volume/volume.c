@@ -273,14 +273,19 @@ void bal_vrec_recopy(struct bal_vstore *st, struct bal_vrec *rec)
 /*
  * Volume locked: the live mapping @old of @lcl is being replaced or
  * dropped.  Shared, it becomes an old version dying now; otherwise its
- * cluster is freed.  0 or -ENOMEM (then nothing changed).
+ * cluster is to be freed: *@rel is set to it (else BAL_PHYS_NONE) and the
+ * caller releases it only after logging the map change that drops it, so
+ * that a sync cycle which takes the free also takes that change (the sync
+ * thread takes the pending frees first, then the log).  0 or -ENOMEM (then
+ * nothing changed).
  */
 static int retire(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
-		  const struct bal_xent *old)
+		  const struct bal_xent *old, uint64_t *rel)
 {
 	struct bal_ver v;
 	int ret;
 
+	*rel = BAL_PHYS_NONE;
 	recopy_drop(rec, lcl);
 	if (bal_xent_shared(rec, old)) {
 		v = (struct bal_ver){ .lcl = lcl, .phys = old->phys, .birth = old->birth,
@@ -290,9 +295,15 @@ static int retire(struct bal_vstore *st, struct bal_vrec *rec, uint64_t lcl,
 			return ret;
 		bal_log_ver_put(st, rec->id, &v);
 	} else if (bal_xent_owns(old)) {
-		bal_pool_release(st->pool, old->phys);
+		*rel = old->phys;
 	}
 	return 0;
+}
+
+static void release(struct bal_vstore *st, uint64_t rel)
+{
+	if (rel != BAL_PHYS_NONE)
+		bal_pool_release(st->pool, rel);
 }
 
 /*
@@ -327,6 +338,7 @@ static int freeze_record(struct bal_vrec *rec, const struct redir *r)
  */
 static int redirect(struct bal_vstore *st, struct bal_vrec *rec, struct redir *r, size_t n)
 {
+	uint64_t rel;
 	size_t i, j, k = 0;
 	struct bal_xent e;
 	int ret = 0;
@@ -354,13 +366,15 @@ static int redirect(struct bal_vstore *st, struct bal_vrec *rec, struct redir *r
 	}
 	for (i = 0; i < n; i++) {
 		e = (struct bal_xent){ .phys = r[i].phys, .birth = rec->epoch, .flags = r[i].flags };
-		ret = r[i].has_old ? retire(st, rec, r[i].lcl, &r[i].old) : 0;
+		rel = BAL_PHYS_NONE;
+		ret = r[i].has_old ? retire(st, rec, r[i].lcl, &r[i].old, &rel) : 0;
 		/* Replacing an existing entry cannot fail; inserting may. */
 		if (!ret)
 			ret = bal_xmap_set(&rec->map, r[i].lcl, &e);
 		if (ret)
 			goto err_unalloc_from;
 		bal_log_map_put(st, rec->id, r[i].lcl, &e);
+		release(st, rel);
 		if (freeze_record(rec, &r[i]))
 			bal_err("volume %s: out of memory: cluster %" PRIu64 " may miss bytes written during snapshot creation",
 				rec->name, r[i].lcl);
@@ -565,7 +579,7 @@ int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, 
 {
 	const struct bal_xent hole = { .phys = BAL_PHYS_NONE, .birth = rec->epoch,
 				       .flags = BAL_XENT_HOLE };
-	uint64_t lcl = first, found, pend;
+	uint64_t lcl = first, found, pend, rel;
 	struct bal_xent e;
 	int ret;
 
@@ -573,17 +587,18 @@ int bal_vrec_unmap(struct bal_vstore *st, struct bal_vrec *rec, uint64_t first, 
 		lcl = found + 1;
 		if (e.flags & BAL_XENT_HOLE)
 			continue;	/* already reads as zeroes, hides the parent */
-		ret = retire(st, rec, found, &e);
+		ret = retire(st, rec, found, &e, &rel);
 		if (ret)
 			return ret;
 		if (below_has(rec, found)) {
 			/* Replaced in place (cannot fail): never a moment without either. */
 			bal_xmap_set(&rec->map, found, &hole);
 			bal_log_map_put(st, rec->id, found, &hole);
-			continue;
+		} else {
+			bal_xmap_remove(&rec->map, found, NULL);
+			bal_log_map_del(st, rec->id, found);
 		}
-		bal_xmap_remove(&rec->map, found, NULL);
-		bal_log_map_del(st, rec->id, found);
+		release(st, rel);
 	}
 	/*
 	 * A clone must not show its parent where it was trimmed, nor a
