@@ -7,6 +7,12 @@
  * given back on the same worker thread, so the cache needs no lock.
  * Bounded: at most BUFCACHE_BYTES cached per thread, none above
  * BUFCACHE_MAX_BUF.
+ *
+ * Buffers are page-aligned.  malloc() puts large blocks 16 bytes into a
+ * page, and the kernel's copies between the page cache or a socket and a
+ * user buffer whose address is not a multiple of 32 ran at a fifth of the
+ * speed of aligned ones on the machines measured (1.5 against 7-8 GiB/s
+ * for 1 MiB reads from the page cache).
  */
 #include <stdlib.h>
 
@@ -16,6 +22,7 @@
 #define MAX_SHIFT 22			/* 4 MiB */
 #define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
 #define BUFCACHE_BYTES (16u << 20)
+#define PAGE_ALIGN 4096
 
 struct freebuf {
 	struct freebuf *next;
@@ -36,6 +43,13 @@ static int size_class(size_t len, size_t *cap)
 	return (int)(shift - MIN_SHIFT);
 }
 
+void *buf_alloc(size_t len)
+{
+	void *p;
+
+	return posix_memalign(&p, PAGE_ALIGN, len) ? NULL : p;
+}
+
 void *buf_get(size_t len)
 {
 	size_t cap;
@@ -43,14 +57,14 @@ void *buf_get(size_t len)
 	struct freebuf *b;
 
 	if (c < 0)
-		return malloc(len);
+		return buf_alloc(len);
 	b = cache[c];
 	if (b) {
 		cache[c] = b->next;
 		cached_bytes -= cap;
 		return b;
 	}
-	return malloc(cap);
+	return buf_alloc(cap);
 }
 
 void buf_put(void *p, size_t len)

@@ -141,7 +141,7 @@ int cio_align_write(struct conn *c, uint64_t off, uint32_t len, const uint8_t *d
 
 	if (a1 - a0 > UINT32_MAX)
 		return -EINVAL;
-	buf = malloc(a1 - a0);
+	buf = buf_alloc(a1 - a0);
 	if (!buf)
 		return -ENOMEM;
 	if (off != a0)
@@ -165,7 +165,7 @@ int cio_align_write(struct conn *c, uint64_t off, uint32_t len, const uint8_t *d
 /* Zero [lo, hi) inside the unit at @uoff, if that unit holds data. */
 static int zero_in_unit(struct conn *c, uint64_t uoff, uint64_t lo, uint64_t hi)
 {
-	uint8_t *buf = malloc(CIO_UNIT);
+	uint8_t *buf = buf_alloc(CIO_UNIT);
 	bool mapped;
 	int ret;
 

@@ -130,6 +130,7 @@ void tx_rx_aborted(struct conn *c);
  * bufcache.c: request buffers recycled per worker thread.  buf_put() must
  * run on the thread that called buf_get() with the same @len.
  */
+void *buf_alloc(size_t len);	/* page-aligned, uncached; free() it */
 void *buf_get(size_t len);
 void buf_put(void *p, size_t len);
 void buf_cache_drain(void);	/* a worker thread, before it exits */

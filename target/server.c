@@ -30,6 +30,12 @@
 
 #define DRAIN_TIMEOUT 20
 #define MAX_WORKERS 64
+/*
+ * Send buffer of a connection: room for a whole read reply of the common
+ * 1 MiB size, so one send completes without waiting for the client to
+ * drain a default-sized buffer ten times (capped by net.core.wmem_max).
+ */
+#define SEND_BUF (2 << 20)
 
 struct listener {
 	int fd;
@@ -343,7 +349,7 @@ static void peer_name(int fd, bool is_unix, char *buf, size_t len)
 static void accept_one(struct bal_server *srv, struct listener *l)
 {
 	struct accept_msg *am;
-	int fd, one = 1;
+	int fd, one = 1, sndbuf = SEND_BUF;
 
 	fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
@@ -355,6 +361,7 @@ static void accept_one(struct bal_server *srv, struct listener *l)
 	}
 	if (!l->is_unix)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	am = calloc(1, sizeof(*am));
 	if (!am) {
 		close(fd);

@@ -351,13 +351,52 @@ static int encrypt_write(struct req *r)
 	return 0;
 }
 
-/* Map the request and queue one pool I/O per segment. */
+/*
+ * Queue the pool I/O of one mapped segment, starting at r->segs[k]; returns
+ * the next free slot.  Reads go out whole.  Writes go out one cluster at a
+ * time: the page cache sizes the folios a buffered write creates by the
+ * length of that write, and a small write into a large cached folio costs
+ * several times one into a folio of a cluster or less (ext4 walks and
+ * dirties the whole folio), so writes never create folios larger than a
+ * cluster.  A segment's physical cluster edges are those of its logical
+ * range, so this needs no more slots than bal_vol_max_segs() gives.
+ */
+static size_t queue_seg(struct req *r, size_t k, int fd, uint64_t phys, uint8_t *buf,
+			uint32_t len)
+{
+	struct bal_worker *w = r->c->w;
+
+	while (len) {
+		struct segio *s = &r->segs[k++];
+		uint32_t piece = len, room = BAL_CLUSTER_SIZE - (uint32_t)(phys % BAL_CLUSTER_SIZE);
+
+		if (r->type != NBD_CMD_READ && piece > room)
+			piece = room;
+		s->r = r;
+		s->io.done = seg_done;
+		s->phys = phys;
+		s->len = piece;
+		s->buf = buf;
+		s->done = 0;
+		r->pending++;
+		if (r->type == NBD_CMD_READ)
+			bal_worker_read(w, &s->io, fd, buf, piece, phys);
+		else
+			bal_worker_write(w, &s->io, fd, buf, piece, phys);
+		phys += piece;
+		buf += piece;
+		len -= piece;
+	}
+	return k;
+}
+
+/* Map the request and queue the pool I/O of every segment. */
 static void do_rw_io(struct req *r)
 {
 	struct conn *c = r->c;
 	int fd = bal_vstore_pool_fd(srv_store(c->srv));
 	struct bal_seg *segs;
-	size_t n = 0, max;
+	size_t n = 0, k = 0, max;
 	uint32_t pos = 0;
 	int ret;
 
@@ -392,30 +431,21 @@ static void do_rw_io(struct req *r)
 	r->all_hole = true;
 	r->pending = 1;		/* held until every segment is queued */
 	for (size_t i = 0; i < n; i++) {
-		struct segio *s = &r->segs[i];
+		uint8_t *buf = r->buf + pos;
 
-		s->r = r;
-		s->io.done = seg_done;
-		s->phys = segs[i].phys;
-		s->len = segs[i].len;
-		s->buf = r->buf + pos;
 		pos += segs[i].len;
 		if (segs[i].phys == BAL_SEG_REMOTE) {
 			/* Still in the object tier after its fetch: never served. */
 			r->err = r->err ? r->err : -EIO;
-			memset(s->buf, 0, s->len);
+			memset(buf, 0, segs[i].len);
 			continue;
 		}
 		if (segs[i].phys == BAL_SEG_HOLE) {
-			memset(s->buf, 0, s->len);
+			memset(buf, 0, segs[i].len);
 			continue;
 		}
 		r->all_hole = false;
-		r->pending++;
-		if (r->type == NBD_CMD_READ)
-			bal_worker_read(c->w, &s->io, fd, s->buf, s->len, s->phys);
-		else
-			bal_worker_write(c->w, &s->io, fd, s->buf, s->len, s->phys);
+		k = queue_seg(r, k, fd, segs[i].phys, buf, segs[i].len);
 	}
 	free(segs);
 	if (--r->pending)

@@ -19,6 +19,7 @@
 #include "common/log.h"
 
 #define RING_ENTRIES 512
+#define ASYNC_READ_MIN (128u << 10)
 
 struct bal_worker {
 	unsigned id;
@@ -246,6 +247,8 @@ void bal_worker_read(struct bal_worker *w, struct bal_io *io, int fd, void *buf,
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_read(sqe, fd, buf, len, off);
+	if (len >= ASYNC_READ_MIN)
+		sqe->flags |= IOSQE_ASYNC;
 	io_uring_sqe_set_data(sqe, io);
 }
 
