@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -108,7 +109,17 @@ static void tick_done(struct bal_io *io, int res)
 static void *worker_main(void *arg)
 {
 	struct bal_worker *w = arg;
+	int ret;
 
+	if (w->ring.flags & IORING_SETUP_R_DISABLED) {
+		/* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+		ret = (int)syscall(__NR_io_uring_register, w->ring.ring_fd,
+				   IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+		if (ret < 0) {
+			bal_err("worker %u: enabling the ring: %s", w->id, strerror(errno));
+			abort();
+		}
+	}
 	arm_efd(w);
 	arm_tick(w);
 	/* Messages posted before the read was armed. */
@@ -116,7 +127,6 @@ static void *worker_main(void *arg)
 	while (!w->quit) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
-		int ret;
 
 		ret = io_uring_submit_and_wait(&w->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
@@ -159,10 +169,24 @@ int bal_worker_create(unsigned id, const struct bal_worker_ops *ops, struct bal_
 		ret = -errno;
 		goto err_free;
 	}
+	/*
+	 * Only the worker thread submits, and it reaps in the same call, so
+	 * completion work runs when it asks for completions rather than
+	 * interrupting it (DEFER_TASKRUN).  The ring starts disabled and the
+	 * thread enables it, which makes that thread its single issuer.
+	 * Kernels without these flags get the plain ring.
+	 */
 	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_CQSIZE;
+	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN;
 	p.cq_entries = RING_ENTRIES * 8;
 	ret = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = RING_ENTRIES * 8;
+		ret = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	}
 	if (ret < 0) {
 		bal_err("worker %u: io_uring_queue_init: %s", id, strerror(-ret));
 		goto err_close_efd;
