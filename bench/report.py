@@ -14,7 +14,8 @@ BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 PEERS = ["nbdkit", "qemu-nbd", "nbd-server"]
 NAMES = {"ballast": "Ballast", "nbdkit": "nbdkit file", "qemu-nbd": "qemu-nbd",
-         "nbd-server": "nbd-server", "limit": "io_uring limit"}
+         "nbd-server": "nbd-server", "limit": "io_uring limit", "plain": "Ballast (second part)",
+         "enc": "Ballast encrypted", "snap": "Ballast with snapshots"}
 # job -> (label, fio direction, unit)
 JOBS = [
     ("rr1", "4k randread QD1", "read", "IOPS"),
@@ -169,6 +170,27 @@ def main():
           "| job | " + " | ".join(NAMES[t] for t in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for j, label, _d, _u in JOBS:
         L.append("| %s | %s |" % (label, " | ".join(fmt_lat(median(t, j)) for t in cols)))
+
+    kinds = [t for t in ("enc", "snap") if any(k[0] == t for k in runs)]
+    if "plain" in targets or any(k[0] == "plain" for k in runs):
+        nsnap = meta.get("nsnap", "?")
+        label_of = {"enc": "encrypted", "snap": "%s snapshots" % nsnap}
+        L += ["", "### Kinds of Ballast volume", "",
+              "A second part of the same run, with the peers stopped and their files removed: the volume "
+              "of the first part (plain), an encrypted volume (AES-256-XTS) and a volume with %s snapshots "
+              "taken after its fill, all of one ballastd, the same fio jobs, median of the rounds, "
+              "p50 / p99 latency in microseconds." % nsnap, "",
+              "| job | plain | " + " | ".join("%s | %s / plain" % (label_of[k], label_of[k]) for k in kinds) + " |",
+              "|---" * (2 + 2 * len(kinds)) + "|"]
+        for j, label, _d, unit in JOBS:
+            base = median("plain", j)
+            bv = None if base is None else (base["iops"] if unit == "IOPS" else base["mibs"])
+            cells = ["%s (%s)" % (fmt_tput(bv, unit), fmt_lat(base))]
+            for k in kinds:
+                m = median(k, j)
+                v = None if m is None else (m["iops"] if unit == "IOPS" else m["mibs"])
+                cells += ["%s (%s)" % (fmt_tput(v, unit), fmt_lat(m)), ratio(v, bv)]
+            L.append("| %s (%s) | %s |" % (label, unit, " | ".join(cells)))
 
     mem = read_kv(os.path.join(res, "ballast-mem.txt"))
     if "ballast" in targets and mem:

@@ -6,9 +6,10 @@
 # scratch directory of one filesystem, with the same export size, the same
 # fio jobs (through fio's nbd engine, on Unix sockets) and the same nbdcopy
 # runs.  Every export is filled first so that reads hit data, not holes.
-# Each measurement is repeated ROUNDS times, the targets interleaved, and the
-# median is reported.  The Markdown result is printed and written between the
-# bench markers of docs/benchmarks.md (the text around them is kept).
+# Each measurement is repeated ROUNDS times, the targets interleaved (each
+# round starting from the next target), and the median is reported.  The
+# Markdown result is printed and written between the bench markers of
+# docs/benchmarks.md (the text around them is kept).
 #
 # Environment (all optional):
 #   QUICK=1            1 GiB exports, 512 MiB copies, 2 s runs, 1 round
@@ -22,6 +23,9 @@
 #                      build/benchmarks-quick.md, so a quick run does not
 #                      overwrite the full figures)
 #   BENCH_TARGETS      subset of "ballast nbdkit qemu-nbd nbd-server limit"
+#   BENCH_KINDS=0|1    the second part: the same jobs on an encrypted volume
+#                      and on a volume with BENCH_NSNAP snapshots (default
+#                      100); default 1, QUICK 0
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 export LC_ALL=C
@@ -33,7 +37,8 @@ PY=/usr/bin/python3
 
 # The settings given on the command line, for the report.
 envs=""
-for v in QUICK ROUNDS BENCH_SIZE_MIB BENCH_COPY_MIB BENCH_RUNTIME BENCH_RAMP_MS BENCH_TARGETS; do
+for v in QUICK ROUNDS BENCH_SIZE_MIB BENCH_COPY_MIB BENCH_RUNTIME BENCH_RAMP_MS BENCH_TARGETS \
+	BENCH_KINDS BENCH_NSNAP; do
 	[ -n "${!v:-}" ] && envs="$envs$v=${!v} "
 done
 QUICK=${QUICK:-0}
@@ -49,6 +54,10 @@ RAMP_MS=${BENCH_RAMP_MS:-500}
 ROUNDS=${ROUNDS:-$d_rounds}
 OUT=${BENCH_OUT:-$d_out}
 TARGETS=${BENCH_TARGETS:-ballast nbdkit qemu-nbd nbd-server limit}
+# The second part is left out of a QUICK run (it would take it past 3 min).
+if [ "$QUICK" = 1 ]; then d_kinds=0; else d_kinds=1; fi
+KINDS=${BENCH_KINDS:-$d_kinds}
+NSNAP=${BENCH_NSNAP:-100}
 JOBS="rr1 rr32 rw32 rw32s sw8 sr8 sw4c"
 
 for tool in fio nbdcopy nbdkit qemu-nbd nbd-server nbdinfo; do
@@ -65,6 +74,7 @@ RES=$W/results
 mkdir -p "$RES"
 T0=$(date +%s)
 PIDS=()        # processes this script started (nbd-server: from its pid file)
+PEER_PIDS=()   # those of them that are peers
 BAL_PID=
 
 log() { echo "bench: $*" >&2; }
@@ -103,8 +113,10 @@ SZ=$((SIZE_MIB * 1048576))
 CSZ=$((COPY_MIB * 1048576))
 
 start_ballast() {
+	(umask 077 && head -c 32 /dev/urandom >"$W/master.key")
 	"$BALLASTD" --data-dir "$W/ballast" --listen "unix:$W/ballast.sock" \
-		--control "$W/ballast-ctl.sock" --log-level info >"$W/ballastd.log" 2>&1 &
+		--control "$W/ballast-ctl.sock" --master-key-file "$W/master.key" \
+		--log-level info >"$W/ballastd.log" 2>&1 &
 	BAL_PID=$!
 	PIDS+=("$BAL_PID")
 	for _ in $(seq 1 400); do
@@ -125,7 +137,7 @@ start_nbdkit() { # one nbdkit per export
 		truncate -s "$sz" "$W/nbdkit-$e.raw"
 		nbdkit -f -U "$W/nbdkit-$e.sock" file "$W/nbdkit-$e.raw" 2>>"$W/nbdkit.log" &
 		pid=$!
-		PIDS+=("$pid")
+		PIDS+=("$pid") PEER_PIDS+=("$pid")
 		wait_sock "$W/nbdkit-$e.sock" "$pid" || { cat "$W/nbdkit.log" >&2; return 1; }
 	done
 	URI[nbdkit]="nbd+unix:///?socket=$W/nbdkit-bench.sock"
@@ -140,7 +152,7 @@ start_qemu() { # one qemu-nbd per export
 		qemu-nbd -t -k "$W/qemu-$e.sock" -f raw --cache=none --aio=io_uring --shared=8 \
 			"$W/qemu-$e.raw" 2>>"$W/qemu-nbd.log" &
 		pid=$!
-		PIDS+=("$pid")
+		PIDS+=("$pid") PEER_PIDS+=("$pid")
 		wait_sock "$W/qemu-$e.sock" "$pid" || { cat "$W/qemu-nbd.log" >&2; return 1; }
 	done
 	URI[qemu-nbd]="nbd+unix:///?socket=$W/qemu-bench.sock"
@@ -173,7 +185,7 @@ start_nbdserver() { # one daemon, two exports; it forks, so its pid comes from -
 	done
 	pid=$(cat "$W/nbdsrv.pid" 2>/dev/null || true)
 	[ -n "$pid" ] || return 1
-	PIDS+=("$pid")
+	PIDS+=("$pid") PEER_PIDS+=("$pid")
 	URI[nbd-server]="nbd+unix:///bench?socket=$W/nbdsrv.sock"
 	CURI[nbd-server]="nbd+unix:///copy?socket=$W/nbdsrv.sock"
 }
@@ -292,14 +304,24 @@ for t in $ACTIVE; do
 	run_fio "$t" fill "$RES/$t.fill.json"
 done
 
+# The targets of round R, starting from the R-th: the target measured first
+# in a round finds its pages the longest ago written and the likeliest to
+# have been evicted by the others', so no target is always first.
+round_order() {
+	local r=$1 a=($ACTIVE)
+	local n=${#a[@]} i
+	for ((i = 0; i < n; i++)); do echo "${a[$(((r - 1 + i) % n))]}"; done
+}
+
 for r in $(seq 1 "$ROUNDS"); do
+	ORDER=$(round_order "$r")
 	for j in $JOBS; do
-		for t in $ACTIVE; do
+		for t in $ORDER; do
 			log "round $r/$ROUNDS: $j on $t"
 			run_fio "$t" "$j" "$RES/$t.$j.$r.json"
 		done
 	done
-	for t in $ACTIVE; do
+	for t in $ORDER; do
 		log "round $r/$ROUNDS: nbdcopy on $t"
 		run_copy "$t" "$r"
 	done
@@ -312,6 +334,53 @@ if [ -n "$BAL_PID" ]; then
 		echo "cpu_end $(cpu_ticks)"
 		echo "clk_tck $CLK_TCK"
 	} >>"$RES/ballast-mem.txt"
+fi
+
+# ---- second part: kinds of Ballast volume ----------------------------------
+# The same fio jobs on the filled volume of the first part, on an encrypted
+# volume and on a volume with NSNAP snapshots taken after its fill (so every
+# cluster's first write after them is a redirect-on-write), all of one
+# ballastd.  The peers are stopped and their files removed first, so the
+# three volumes have the page cache to themselves, as the peers had theirs.
+if [ "$KINDS" = 1 ] && [ -n "$BAL_PID" ]; then
+	for pid in "${PEER_PIDS[@]+"${PEER_PIDS[@]}"}"; do stop_pid "$pid"; done
+	rm -f "$W"/*.raw "$W/random.bin"
+	"$BALLAST" --control "$W/ballast-ctl.sock" volume delete copy >/dev/null || true
+	KACTIVE=""
+	if "$BALLAST" --control "$W/ballast-ctl.sock" volume create enc --size "$SZ" --encrypt >/dev/null; then
+		URI[enc]="nbd+unix:///enc?socket=$W/ballast.sock"
+		log "filling the encrypted volume"
+		run_fio enc fill "$RES/enc.fill.json"
+		KACTIVE="$KACTIVE enc"
+	else
+		note enc all "encrypted volume not created"
+	fi
+	if "$BALLAST" --control "$W/ballast-ctl.sock" volume create snap --size "$SZ" >/dev/null; then
+		URI[snap]="nbd+unix:///snap?socket=$W/ballast.sock"
+		log "filling the volume to snapshot, then $NSNAP snapshots"
+		run_fio snap fill "$RES/snap.fill.json"
+		for i in $(seq 1 "$NSNAP"); do
+			"$BALLAST" --control "$W/ballast-ctl.sock" snapshot create snap --name "s$i" >/dev/null ||
+				{ note snap all "snapshot $i failed"; break; }
+		done
+		KACTIVE="$KACTIVE snap"
+	else
+		note snap all "volume to snapshot not created"
+	fi
+	URI[plain]=${URI[ballast]}
+	ACTIVE="plain$KACTIVE"
+	for r in $(seq 1 "$ROUNDS"); do
+		ORDER=$(round_order "$r")
+		for j in $JOBS; do
+			for t in $ORDER; do
+				log "volume kinds, round $r/$ROUNDS: $j on $t"
+				run_fio "$t" "$j" "$RES/$t.$j.$r.json"
+			done
+		done
+	done
+fi
+
+if [ -n "$BAL_PID" ]; then
 	kill -TERM "$BAL_PID"
 	rc=0
 	wait "$BAL_PID" || rc=$?
@@ -336,6 +405,7 @@ if [ -n "${MAKELEVEL:-}" ]; then cmd="make bench"; else cmd="tools/bench.sh"; fi
 	echo "ramp_ms	$RAMP_MS"
 	echo "rounds	$ROUNDS"
 	echo "targets	$TARGETS"
+	echo "nsnap	$NSNAP"
 	echo "elapsed	$(($(date +%s) - T0))"
 } >"$RES/meta.tsv"
 mkdir -p "$(dirname "$OUT")"
