@@ -29,8 +29,12 @@ LOG2=$D2/ballastd.log
 B2_PID=
 mkdir -p "$D2"
 b2_start() { # the second daemon, without any AWS_* in its environment
-	local i
-	noaws "$BALLASTD" --data-dir "$DATA2" --listen "unix:$SOCK2" --control "$CTL2" "$@" >>"$LOG2" 2>&1 &
+	local i v
+	# exec: $! must be the daemon itself, not a shell around it.
+	(
+		for v in $AWS_VARS; do unset "$v"; done
+		exec "$BALLASTD" --data-dir "$DATA2" --listen "unix:$SOCK2" --control "$CTL2" "$@"
+	) >>"$LOG2" 2>&1 &
 	B2_PID=$!
 	for i in $(seq 1 400); do
 		grep -q "ballastd ready" "$LOG2" 2>/dev/null && return 0
