@@ -178,8 +178,8 @@ def main():
         L += ["", "### Kinds of Ballast volume", "",
               "A second part of the same run, with the peers stopped and their files removed: the volume "
               "of the first part (plain), an encrypted volume (AES-256-XTS) and a volume with %s snapshots "
-              "taken after its fill, all of one ballastd, the same fio jobs, median of the rounds, "
-              "p50 / p99 latency in microseconds." % nsnap, "",
+              "taken after its fill, all of one ballastd, the same fio jobs, %s round(s) (median), "
+              "p50 / p99 latency in microseconds." % (nsnap, meta.get("kinds_rounds", "?")), "",
               "| job | plain | " + " | ".join("%s | %s / plain" % (label_of[k], label_of[k]) for k in kinds) + " |",
               "|---" * (2 + 2 * len(kinds)) + "|"]
         for j, label, _d, unit in JOBS:
