@@ -360,13 +360,40 @@ static int load_one(struct bal_vstore *st, struct bal_vrec *rec, const uint8_t *
 	return 0;
 }
 
+struct key_scan {
+	struct bal_vstore *st;
+	const char *reason;	/* why service keys cannot be unwrapped, or NULL */
+	size_t nservice, nlocked;
+};
+
+static int load_key(void *arg, const void *key, size_t kl, const void *v, size_t vl)
+{
+	struct key_scan *ks = arg;
+	const uint8_t *k = key;
+	struct bal_vrec *rec;
+	int ret;
+
+	rec = kl == BAL_VOL_KEY_LEN ? bal_vstore_find_id(ks->st, bal_get_be64(k + 1)) : NULL;
+	if (!rec || rec->key) {
+		bal_warn("store %s: ignoring a key record without its volume", ks->st->dir);
+		return 0;
+	}
+	ret = load_one(ks->st, rec, v, vl, ks->reason);
+	if (ret)
+		return ret;
+	if (rec->key->enc == BAL_ENC_SERVICE) {
+		ks->nservice++;
+		ks->nlocked += !rec->key->xts;
+	}
+	return 0;
+}
+
 int bal_vstore_load_keys(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_VKEY, hi = BAL_KEY_VKEY + 1;
 	uint8_t kcv[BAL_MK_KCV_LEN];
 	const char *reason = NULL;
-	size_t nservice = 0, nlocked = 0;
-	struct bal_kv_iter *it;
+	struct key_scan ks = { .st = st };
 	bool have_kcv;
 	int ret;
 
@@ -383,48 +410,24 @@ int bal_vstore_load_keys(struct bal_vstore *st)
 		if (ret)
 			reason = reason_wrong_master;
 	}
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
+	ks.reason = reason;
+	ret = bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_key, &ks);
 	if (ret)
 		return ret;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const uint8_t *k, *v;
-		struct bal_vrec *rec;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		rec = kl == BAL_VOL_KEY_LEN ? bal_vstore_find_id(st, bal_get_be64(k + 1)) : NULL;
-		if (!rec || rec->key) {
-			bal_warn("store %s: ignoring a key record without its volume", st->dir);
-			continue;
-		}
-		ret = load_one(st, rec, v, vl, reason);
-		if (ret)
-			goto out;
-		if (rec->key->enc == BAL_ENC_SERVICE) {
-			nservice++;
-			nlocked += !rec->key->xts;
-		}
-	}
-	ret = bal_kv_iter_status(it);
-	if (ret)
-		goto out;
-	st->master_ok = st->master && (!reason || !nservice);
-	if (reason == reason_wrong_master && nservice)
+	st->master_ok = st->master && (!reason || !ks.nservice);
+	if (reason == reason_wrong_master && ks.nservice)
 		bal_err("store %s: the master key does not match the key check value in the database (wrong key file or key provider?): %zu encrypted volumes stay locked",
-			st->dir, nservice);
+			st->dir, ks.nservice);
 	else if (reason == reason_wrong_master)
 		bal_warn("store %s: the master key differs from the one last used; no volume uses that one, so the new key will be used",
 			 st->dir);
-	else if (reason == reason_no_master && nservice)
+	else if (reason == reason_no_master && ks.nservice)
 		bal_warn("store %s: no master key given: %zu encrypted volumes stay locked",
-			 st->dir, nservice);
-	else if (nservice)
+			 st->dir, ks.nservice);
+	else if (ks.nservice)
 		bal_info("store %s: %zu volume keys unwrapped, %zu failed", st->dir,
-			 nservice - nlocked, nlocked);
-out:
-	bal_kv_iter_destroy(it);
-	return ret;
+			 ks.nservice - ks.nlocked, ks.nlocked);
+	return 0;
 }
 
 /* ctl_lock held: the live volume @name under the catalog lock (taken), or NULL. */

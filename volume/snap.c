@@ -488,46 +488,40 @@ static int link_clones(struct bal_vstore *st)
 	return 0;
 }
 
+static int load_snap(void *arg, const void *key, size_t kl, const void *v, size_t vl)
+{
+	struct bal_vstore *st = arg;
+	const uint8_t *k = key;
+	struct bal_snap *sn;
+	struct bal_vrec *rec;
+	int ret;
+
+	ret = kl == BAL_SNAP_KEY_LEN ? snap_decode(k, v, vl, &sn) : -EUCLEAN;
+	if (ret) {
+		bal_err("store %s: malformed snapshot record", st->dir);
+		return ret;
+	}
+	rec = bal_vstore_find_id(st, bal_get_be64(k + 1));
+	/* A volume's records go in one batch: no orphans expected. */
+	ret = rec ? add_snap(rec, sn) : -EUCLEAN;
+	if (ret) {
+		if (ret == -EUCLEAN)
+			bal_err("store %s: snapshot %s of a missing volume", st->dir, sn->name);
+		free(sn);
+		return ret;
+	}
+	if (sn->id >= st->next_id)
+		st->next_id = sn->id + 1;
+	return 0;
+}
+
 int bal_vstore_load_snaps(struct bal_vstore *st)
 {
 	const uint8_t lo = BAL_KEY_SNAP, hi = BAL_KEY_SNAP + 1;
-	struct bal_kv_iter *it;
 	int ret;
 
-	ret = bal_kv_iter_create(st->kv, &lo, 1, &hi, 1, &it);
-	if (ret)
-		return ret;
-	for (; bal_kv_iter_valid(it); bal_kv_iter_next(it)) {
-		const uint8_t *k, *v;
-		struct bal_snap *sn;
-		struct bal_vrec *rec;
-		size_t kl, vl;
-
-		k = bal_kv_iter_key(it, &kl);
-		v = bal_kv_iter_value(it, &vl);
-		ret = kl == BAL_SNAP_KEY_LEN ? snap_decode(k, v, vl, &sn) : -EUCLEAN;
-		if (ret) {
-			bal_err("store %s: malformed snapshot record", st->dir);
-			goto out;
-		}
-		rec = bal_vstore_find_id(st, bal_get_be64(k + 1));
-		/* A volume's records go in one batch: no orphans expected. */
-		ret = rec ? add_snap(rec, sn) : -EUCLEAN;
-		if (ret) {
-			if (ret == -EUCLEAN)
-				bal_err("store %s: snapshot %s of a missing volume", st->dir, sn->name);
-			free(sn);
-			goto out;
-		}
-		if (sn->id >= st->next_id)
-			st->next_id = sn->id + 1;
-	}
-	ret = bal_kv_iter_status(it);
-	if (!ret)
-		ret = link_clones(st);
-out:
-	bal_kv_iter_destroy(it);
-	return ret;
+	ret = bal_kv_scan(st->kv, &lo, 1, &hi, 1, load_snap, st);
+	return ret ? ret : link_clones(st);
 }
 
 /* Some snapshot t of @rec has birth <= t < death. */
