@@ -54,14 +54,15 @@ json_t *bal_ctl_volume_json(const struct bal_vol_info *vi)
 	char created[32];
 
 	bal_format_time(vi->created_at, created, sizeof(created));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s?, s:b, s:s, s:b, s:s?}",
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s?, s:b, s:s, s:b, s:s?, s:I}",
 			 "name", vi->name, "id", (json_int_t)vi->id, "size", (json_int_t)vi->size,
 			 "allocated", (json_int_t)vi->allocated, "exclusive",
 			 (json_int_t)vi->exclusive, "shared", (json_int_t)vi->shared, "created_at",
 			 created, "connections", (json_int_t)vi->connections, "snapshots",
 			 (json_int_t)vi->snapshots, "parent", vi->parent[0] ? vi->parent : NULL,
 			 "encrypted", encrypted, "key", enc_name(vi->enc), "locked", vi->locked,
-			 "lock_reason", vi->locked ? vi->lock_reason : NULL);
+			 "lock_reason", vi->locked ? vi->lock_reason : NULL, "index_bytes",
+			 (json_int_t)vi->index_bytes);
 }
 
 /* The size of a volume: positive, a multiple of 512, at most 1 EiB. */

@@ -330,6 +330,7 @@ static void print_volume(json_t *v)
 	print_bytes("allocated:", v, "allocated");
 	print_bytes("exclusive:", v, "exclusive");
 	print_bytes("shared:", v, "shared");
+	print_bytes("index:", v, "index_bytes");
 	printf("snapshots:   %" PRIu64 "\n", get_u64(v, "snapshots"));
 	printf("parent:      %s\n", get_str(v, "parent"));
 	printf("created:     %s\n", get_str(v, "created_at"));

@@ -39,14 +39,7 @@ bench_setup enc fio nbdkit nbdcopy openssl
 
 
 (umask 077; head -c 32 /dev/urandom >"$W/mk")
-"$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \
-	--master-key-file "$W/mk" --log-level warn >"$W/ballastd.log" 2>&1 &
-BAL_PID=$!
-for _ in $(seq 1 400); do
-	[ -S "$CTL" ] && bal volume list >/dev/null 2>&1 && break
-	kill -0 "$BAL_PID" 2>/dev/null || { cat "$W/ballastd.log" >&2; exit 1; }
-	sleep 0.05
-done
+bench_start --master-key-file "$W/mk"
 
 log "creating and filling two $SIZE volumes"
 bal volume create plain --size "$SIZE" --no-encrypt >/dev/null

@@ -2,7 +2,8 @@
 # Shared by the bench-*.sh scripts (sourced, not run): checks the tools and
 # the build, makes the scratch directory $W, and stops the daemon started
 # into $BAL_PID (by that PID) and removes $W at exit.
-# Usage: bench_setup NAME TOOL...   (after BALLASTD and BALLAST are set)
+# Usage: bench_setup NAME TOOL...   (after BALLASTD and BALLAST are set),
+# then bench_start [BALLASTD-ARGS...].
 
 log() { echo "bench: $*" >&2; }
 
@@ -31,6 +32,22 @@ bench_setup() {
 	BAL_PID=
 	trap bench_cleanup EXIT
 	trap 'exit 130' INT TERM
+}
+
+# bench_start [BALLASTD-ARGS...]: start ballastd on $W/data, $SOCK and $CTL
+# into $BAL_PID and wait until it answers on the control socket.
+bench_start() {
+	"$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \
+		--log-level warn "$@" >"$W/ballastd.log" 2>&1 &
+	BAL_PID=$!
+	for _ in $(seq 1 400); do
+		[ -S "$CTL" ] && bal volume list >/dev/null 2>&1 && return 0
+		kill -0 "$BAL_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	echo "bench: ballastd did not start:" >&2
+	cat "$W/ballastd.log" >&2
+	exit 1
 }
 
 bal() { "$BALLAST" --control "$CTL" "$@"; }

@@ -37,17 +37,7 @@ CMDLINE="tools/bench-snapshot.sh (NSNAP=$NSNAP REPS=$REPS BENCH_RUNTIME=$RUNTIME
 
 . "$TOP/tools/bench-lib.sh"
 bench_setup snap fio nbdcopy nbdkit
-
-
-
-"$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \
-	--log-level warn >"$W/ballastd.log" 2>&1 &
-BAL_PID=$!
-for _ in $(seq 1 400); do
-	[ -S "$CTL" ] && bal volume list >/dev/null 2>&1 && break
-	kill -0 "$BAL_PID" 2>/dev/null || { cat "$W/ballastd.log" >&2; exit 1; }
-	sleep 0.05
-done
+bench_start
 
 fill_1g() { # VOL: write 1 GiB of non-zero data at offset 0, flushed
 	nbdkit -U - pattern size=1G --run "nbdcopy --flush \"\$uri\" '$(uri "$1")'" ||

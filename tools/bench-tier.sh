@@ -60,14 +60,7 @@ mibs() { echo "scale=0; $1 * 1000000000 / ($3 - $2) / 1" | bc; }  # MIB T0 T1
 secs() { printf "%.2f" "$(echo "scale=4; ($2 - $1) / 1000000000" | bc)"; }  # T0 T1
 jv() { $PY -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
-"$BALLASTD" --data-dir "$W/data" --listen "unix:$SOCK" --control "$CTL" \
-	--log-level warn >"$W/ballastd.log" 2>&1 &
-BAL_PID=$!
-for _ in $(seq 1 400); do
-	[ -S "$CTL" ] && bal volume list >/dev/null 2>&1 && break
-	kill -0 "$BAL_PID" 2>/dev/null || die "ballastd exited during start-up"
-	sleep 0.05
-done
+bench_start
 
 log "scratch $W; ${VOL_MIB} MiB volume, ${DATA_MIB} MiB random data"
 head -c $((DATA_MIB * M)) /dev/urandom >"$W/src.bin"

@@ -280,6 +280,7 @@ static void fill_info(struct bal_vrec *rec, struct bal_vol_info *out)
 		snprintf(out->parent, sizeof(out->parent), "%s@%s", rec->parent->name,
 			 rec->psnap->name);
 	out->remote = rec->remote != NULL;
+	out->index_bytes = bal_vrec_index_mem(rec);
 	pthread_mutex_unlock(&rec->lock);
 	bal_vkey_info(rec, out);
 }

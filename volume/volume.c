@@ -72,7 +72,7 @@ size_t bal_vol_index_mem(struct bal_volume *vol)
 	size_t n;
 
 	pthread_mutex_lock(&vol->rec->lock);
-	n = bal_xmap_mem(&vol->rec->map) + vol->rec->vers.mem;
+	n = bal_vrec_index_mem(vol->rec);
 	pthread_mutex_unlock(&vol->rec->lock);
 	return n;
 }

@@ -122,6 +122,7 @@ struct bal_vol_info {
 	char lock_reason[96];	/* why, for messages ("wrong master key", ...) */
 	char parent[2 * BAL_NAME_MAX + 2];	/* "VOL@SNAP" for a clone, else "" */
 	bool remote;		/* restored, some clusters still read from the object tier */
+	uint64_t index_bytes;	/* memory of its extent index (live map and old versions) */
 };
 
 /* Create a volume.  -EINVAL bad name/size, -EEXIST, -EIO. */

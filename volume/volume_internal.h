@@ -397,6 +397,12 @@ int bal_vrec_space(struct bal_vrec *rec, uint64_t *alloc, uint64_t *excl, uint64
 /* Catalog lock held: volume by id, or NULL. */
 struct bal_vrec *bal_vstore_find_id(struct bal_vstore *st, uint64_t id);
 
+/* rec->lock held: bytes of memory of the volume's extent index. */
+static inline size_t bal_vrec_index_mem(const struct bal_vrec *rec)
+{
+	return bal_xmap_mem(&rec->map) + rec->vers.mem;
+}
+
 /* remote.c (volume locked unless said) */
 /* @lcl is below the remote limit in a granule with data. */
 bool bal_vrec_remote_has(const struct bal_vrec *rec, uint64_t lcl);
@@ -415,7 +421,7 @@ int bal_vstore_load_remote(struct bal_vstore *st);
 
 /* ---- test hooks ---- */
 
-/* Bytes of index memory of @vol's volume. */
+/* Bytes of index memory of @vol's volume (volume_info's index_bytes). */
 size_t bal_vol_index_mem(struct bal_volume *vol);
 void bal_vstore_pool_stats(struct bal_vstore *st, struct bal_pool_stats *out);
 /* Number of completed sync cycles. */
