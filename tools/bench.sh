@@ -12,11 +12,11 @@
 # docs/benchmarks.md (the text around them is kept).
 #
 # Environment (all optional):
-#   QUICK=1            1 GiB exports, 512 MiB copies, 2 s runs, 1 round
+#   QUICK=1            1 GiB exports, 512 MiB copies, 1 s runs, 1 round
 #   ROUNDS=N           rounds (default 3; QUICK 1)
 #   BENCH_SIZE_MIB     export size (default 4096; QUICK 1024)
 #   BENCH_COPY_MIB     nbdcopy file size (default 2048; QUICK 512)
-#   BENCH_RUNTIME      seconds per fio job (default 2)
+#   BENCH_RUNTIME      seconds per fio job (default 2; QUICK 1)
 #   BENCH_RAMP_MS      ramp before each fio job, in ms (default 500)
 #   BENCH_DIR          parent of the scratch directory (default /var/tmp)
 #   BENCH_OUT          result file (default docs/benchmarks.md; QUICK:
@@ -44,7 +44,7 @@ for v in QUICK ROUNDS BENCH_SIZE_MIB BENCH_COPY_MIB BENCH_RUNTIME BENCH_RAMP_MS 
 done
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-	d_size=1024 d_copy=512 d_rt=2 d_rounds=1 d_out=$TOP/$BUILD/benchmarks-quick.md
+	d_size=1024 d_copy=512 d_rt=1 d_rounds=1 d_out=$TOP/$BUILD/benchmarks-quick.md
 else
 	d_size=4096 d_copy=2048 d_rt=2 d_rounds=3 d_out=$TOP/docs/benchmarks.md
 fi
