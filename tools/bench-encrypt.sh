@@ -22,18 +22,12 @@
 #   BENCH_DIR=DIR    parent of the scratch directory (default /var/tmp)
 #   BENCH_OUT=FILE   result file (default build/bench-encrypt.md)
 set -euo pipefail
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-export LC_ALL=C
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
-BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
-PY=/usr/bin/python3
+. "$TOP/tools/bench-lib.sh"
 SIZE=${SIZE:-1G}
 RUNTIME=${BENCH_RUNTIME:-10}
 OUT=${BENCH_OUT:-$TOP/build/bench-encrypt.md}
 
-. "$TOP/tools/bench-lib.sh"
 bench_setup enc fio nbdkit nbdcopy openssl
 
 

@@ -2,8 +2,16 @@
 # Shared by the bench-*.sh scripts (sourced, not run): checks the tools and
 # the build, makes the scratch directory $W, and stops the daemon started
 # into $BAL_PID (by that PID) and removes $W at exit.
-# Usage: bench_setup NAME TOOL...   (after BALLASTD and BALLAST are set),
-# then bench_start [BALLASTD-ARGS...].
+# Usage: TOP=...; . tools/bench-lib.sh; bench_setup NAME TOOL...; then
+# bench_start [BALLASTD-ARGS...].
+
+# Defaults every bench script shares (sourced right after it sets TOP).
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
+export LC_ALL=C
+BUILD=${BUILD:-build}
+BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
+BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
+PY=/usr/bin/python3
 
 log() { echo "bench: $*" >&2; }
 

@@ -10,15 +10,9 @@
 # Environment (all optional):
 #   BENCH_DIR=DIR    parent of the scratch directory (default /var/tmp)
 set -euo pipefail
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-export LC_ALL=C
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
-BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
-PY=/usr/bin/python3
-
 . "$TOP/tools/bench-lib.sh"
+
 bench_setup memory "$PY"
 bench_start
 

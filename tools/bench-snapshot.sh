@@ -22,20 +22,14 @@
 #   BENCH_DIR=DIR    parent of the scratch directory (default /var/tmp)
 #   BENCH_OUT=FILE   result file (default build/bench-snapshots.md)
 set -euo pipefail
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-export LC_ALL=C
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
-BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
-PY=/usr/bin/python3
+. "$TOP/tools/bench-lib.sh"
 NSNAP=${NSNAP:-1000}
 REPS=${REPS:-9}
 RUNTIME=${BENCH_RUNTIME:-10}
 OUT=${BENCH_OUT:-$TOP/build/bench-snapshots.md}
 CMDLINE="tools/bench-snapshot.sh (NSNAP=$NSNAP REPS=$REPS BENCH_RUNTIME=$RUNTIME)"
 
-. "$TOP/tools/bench-lib.sh"
 bench_setup snap fio nbdcopy nbdkit
 bench_start
 

@@ -25,13 +25,8 @@
 #   BENCH_OUT=FILE   result file (default docs/benchmarks.md; QUICK:
 #                    build/bench-tier-quick.md)
 set -euo pipefail
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-export LC_ALL=C
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
-BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
-PY=/usr/bin/python3
+. "$TOP/tools/bench-lib.sh"
 QUICK=${QUICK:-0}
 M=$((1024 * 1024))
 if [ "$QUICK" = 1 ]; then
@@ -44,7 +39,6 @@ OUT=${BENCH_OUT:-$d_out}
 CMDLINE="tools/bench-tier.sh"
 [ "$QUICK" != 1 ] || CMDLINE="QUICK=1 tools/bench-tier.sh"
 
-. "$TOP/tools/bench-lib.sh"
 bench_setup tier nbdcopy nbdsh restic bc
 STORE=$W/store
 URL=file://$STORE

@@ -28,13 +28,8 @@
 #                      100); default 1, QUICK 0
 #   BENCH_KINDS_ROUNDS rounds of the second part (default 1)
 set -euo pipefail
-export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-export LC_ALL=C
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-build}
-BALLASTD=${BALLASTD:-$TOP/$BUILD/ballastd}
-BALLAST=${BALLAST:-$TOP/$BUILD/ballast}
-PY=/usr/bin/python3
+. "$TOP/tools/bench-lib.sh" # the shared defaults; this script has its own set-up
 
 # The settings given on the command line, for the report.
 envs=""
@@ -320,14 +315,19 @@ round_order() {
 	for ((i = 0; i < n; i++)); do echo "${a[$(((r - 1 + i) % n))]}"; done
 }
 
-for r in $(seq 1 "$ROUNDS"); do
-	ORDER=$(round_order "$r")
+run_jobs() { # round label: every fio job on every target of $ORDER
+	local r=$1 label=$2 j t
 	for j in $JOBS; do
 		for t in $ORDER; do
-			log "round $r/$ROUNDS: $j on $t"
+			log "$label: $j on $t"
 			run_fio "$t" "$j" "$RES/$t.$j.$r.json"
 		done
 	done
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+	ORDER=$(round_order "$r")
+	run_jobs "$r" "round $r/$ROUNDS"
 	for t in $ORDER; do
 		log "round $r/$ROUNDS: nbdcopy on $t"
 		run_copy "$t" "$r"
@@ -378,12 +378,7 @@ if [ "$KINDS" = 1 ] && [ -n "$BAL_PID" ]; then
 	ACTIVE="plain$KACTIVE"
 	for r in $(seq 1 "$KROUNDS"); do
 		ORDER=$(round_order "$r")
-		for j in $JOBS; do
-			for t in $ORDER; do
-				log "volume kinds, round $r/$KROUNDS: $j on $t"
-				run_fio "$t" "$j" "$RES/$t.$j.$r.json"
-			done
-		done
+		run_jobs "$r" "volume kinds, round $r/$KROUNDS"
 	done
 fi
 

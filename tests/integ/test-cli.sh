@@ -138,7 +138,8 @@ for col in ("SIZE", "ALLOCATED", "CREATED"):
 EOF
 run 0 bal volume list --json
 json "[v['name'] for v in d['volumes']] == ['big', 'vm1', 'vm2']"
-json "all(set(v) == {'name', 'id', 'size', 'allocated', 'exclusive', 'shared', 'snapshots', 'parent', 'created_at', 'connections', 'encrypted', 'key', 'locked', 'lock_reason'} for v in d['volumes'])"
+json "all(set(v) == {'name', 'id', 'size', 'allocated', 'exclusive', 'shared', 'snapshots', 'parent', 'created_at', 'connections', 'encrypted', 'key', 'locked', 'lock_reason', 'index_bytes'} for v in d['volumes'])"
+json "all(v['index_bytes'] == 0 for v in d['volumes'])"    # nothing written yet
 run 0 "$BALLAST" volume list --control "$CTL" --json    # global options after the command
 json "len(d['volumes']) == 3"
 
@@ -161,6 +162,9 @@ run 1 bal volume resize vm1 --size 1G
 err_has "ballast: shrinking volume 'vm1' from 2G to 1G discards data (use --force)"
 run 0 bal volume show vm1 --json; json "d['size'] == 2 << 30"
 run 0 bal volume resize vm1 --size 1G --force --json; json "d['size'] == 1 << 30"
+nbdsh -u "$(uri_unix vm1)" -c 'h.pwrite(b"x" * 65536, 0); h.flush()' || fail "write to vm1"
+run 0 bal volume show vm1 --json; json "d['allocated'] == 65536 and d['index_bytes'] > 0"
+run 0 bal volume show vm1; out_has "index:"
 run 1 bal volume resize nope --size 1G; err_has "volume 'nope' not found"
 run 2 bal volume resize vm1; err_has "missing --size"
 run 2 bal volume resize vm1 --size 100; err_has "not a multiple of 512"
