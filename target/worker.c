@@ -20,6 +20,12 @@
 #include "common/log.h"
 
 #define RING_ENTRIES 512
+/*
+ * Reads of at least this size go to io_uring's own worker threads
+ * (IOSQE_ASYNC): their copy out of the page cache then runs beside this
+ * thread's socket copies instead of in line with them.  Smaller reads run
+ * inline, where a cached read costs no thread hop.
+ */
 #define ASYNC_READ_MIN (128u << 10)
 
 struct bal_worker {
