@@ -244,7 +244,7 @@ int tier_load(struct bal_tier *t, struct bal_objstore *os, const char *id, bool 
 		tier_err(err, errlen, "manifest %s is malformed: %s", out->key, why);
 		goto err;
 	}
-	if (out->m->encrypted != (key != NULL) && key) {
+	if (key && !out->m->encrypted) {
 		tier_err(err, errlen, "manifest %s: not the encryption of this volume", out->key);
 		ret = -EKEYREJECTED;
 		goto err;

@@ -223,15 +223,12 @@ static int load_map(void *arg, const void *key, size_t kl, const void *val, size
 	e.phys = bal_get_be64(v);
 	birth = bal_get_be64(v + 8);
 	e.flags = bal_get_be32(v + 16);
-	if (birth > UINT32_MAX) {
+	if (birth >= BAL_EPOCH_LIVE) {
 		bal_err("store %s: volume %s: birth epoch out of range", c->st->dir,
 			rec->name);
 		return -EUCLEAN;
 	}
 	e.birth = (uint32_t)birth;
-	if (e.birth >= BAL_EPOCH_LIVE) {
-		return -EUCLEAN;
-	}
 	if (bal_xent_owns(&e)) {
 		ret = bal_pool_mark_used(c->st->pool, e.phys);
 		if (ret)
